@@ -1,0 +1,274 @@
+//! What goes into the Raft log (`Proposal` wrapping a `Command`) and what applying it answers
+//! (`CommandResult`). Validation that needs no state happens here, before anything is proposed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    validate_type_name, Atom, AtomId, Merge, Observation, Session, SessionStatus, TruthValue,
+};
+
+/// Longest node name, in bytes (the entry must stay well under sled's 128 KiB blob threshold).
+pub const MAX_NAME_LEN: usize = 16 * 1024;
+/// Most operations in one batch.
+pub const MAX_BATCH_OPS: usize = 1000;
+
+/// One log entry's payload: the command plus what makes apply deterministic and idempotent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Idempotency key: a repeat answers with the first result instead of applying again.
+    pub key: String,
+    /// Wall-clock time at the proposing node (ms); apply uses max(last applied time, this).
+    pub time_ms: u64,
+    pub command: Command,
+}
+
+/// Refers to an atom in a link's outgoing set: an id, or the result of an earlier batch op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AtomRef {
+    Id(AtomId),
+    /// Position of an earlier op in the same batch (written `"$N"` in JSON).
+    Op(usize),
+}
+
+/// The precondition of a compare-and-set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    Absent,
+    Equals(serde_json::Value),
+}
+
+/// A state change. Each variant is applied all-or-nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum Command {
+    /// Adds a node, or merges `tv` into the existing node with the same (type, name).
+    AddNode {
+        atom_type: String,
+        name: String,
+        tv: Option<TruthValue>,
+        merge: Merge,
+    },
+    /// Adds a link, or merges `tv` into the existing link with the same (type, outgoing).
+    AddLink {
+        atom_type: String,
+        outgoing: Vec<AtomRef>,
+        tv: Option<TruthValue>,
+        merge: Merge,
+    },
+    /// Removes an atom and, recursively, every link that contains it.
+    DeleteAtom {
+        id: AtomRef,
+    },
+    /// Replaces an atom's truth value.
+    SetTruth {
+        id: AtomRef,
+        tv: TruthValue,
+    },
+    /// Adds to an atom's attention value.
+    Stimulate {
+        id: AtomRef,
+        sti: f64,
+        lti: f64,
+    },
+    /// Sets a named value; with `expect`, only when the current value matches.
+    SetValue {
+        id: AtomRef,
+        key: String,
+        value: serde_json::Value,
+        expect: Option<Expect>,
+    },
+    /// Several commands in one entry, all or nothing.
+    Batch {
+        ops: Vec<Command>,
+    },
+    CreateSession {
+        ttl_ms: u64,
+        metadata: serde_json::Value,
+    },
+    UpdateSession {
+        id: u64,
+        status: Option<SessionStatus>,
+        metadata: Option<serde_json::Value>,
+    },
+    Observe {
+        subject: String,
+        success: bool,
+        duration_ms: u64,
+        bytes: u64,
+        features: serde_json::Value,
+        message: String,
+    },
+    /// The leader's periodic clock: advances apply time and expires idle sessions.
+    Tick,
+}
+
+/// What applying a command answered. Rejections are results too: they are replicated so a
+/// repeated idempotency key answers the same rejection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum CommandResult {
+    Atom {
+        atom: Atom,
+        created: bool,
+    },
+    Deleted {
+        removed: Vec<AtomId>,
+    },
+    Value {
+        id: AtomId,
+        key: String,
+        value: serde_json::Value,
+    },
+    Batch {
+        results: Vec<CommandResult>,
+    },
+    Session {
+        session: Session,
+    },
+    Observation {
+        observation: Observation,
+    },
+    Ticked {
+        time_ms: u64,
+    },
+    /// A blank or membership entry: nothing for the client.
+    Noop,
+    /// Nothing was written; `error` says why.
+    Rejected {
+        error: Rejection,
+    },
+}
+
+/// Why apply refused a command (state-dependent checks only).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Rejection {
+    #[error("atom {id} does not exist")]
+    UnknownAtom { id: AtomId },
+    #[error("session {id} does not exist")]
+    UnknownSession { id: u64 },
+    #[error("batch op {op} refers to ${target}, which is not an earlier op producing an atom")]
+    BadReference { op: usize, target: usize },
+    #[error("compare-and-set failed: the current value differs from `expect`")]
+    CasFailed { current: Option<serde_json::Value> },
+    #[error("session {id} is closed")]
+    SessionClosed { id: u64 },
+    #[error("batch op {op} failed: {cause}")]
+    InBatch { op: usize, cause: Box<Rejection> },
+}
+
+impl Command {
+    /// Checks everything that needs no state: names, types, numbers, references, sizes.
+    pub fn validate(&self) -> Result<(), String> {
+        self.validate_at(None)
+    }
+
+    fn validate_at(&self, position: Option<usize>) -> Result<(), String> {
+        let check_ref = |r: &AtomRef| match (r, position) {
+            (AtomRef::Op(n), Some(p)) if *n >= p => {
+                Err(format!("\"${n}\" must refer to an earlier op than {p}"))
+            }
+            (AtomRef::Op(_), None) => Err("\"$N\" references are only allowed in a batch".into()),
+            _ => Ok(()),
+        };
+        match self {
+            Command::AddNode { atom_type, name, tv, .. } => {
+                validate_type_name(atom_type)?;
+                if name.is_empty() || name.len() > MAX_NAME_LEN {
+                    return Err(format!("name must be 1..={MAX_NAME_LEN} bytes, got {}", name.len()));
+                }
+                tv.map(|tv| tv.validate()).transpose()?;
+            }
+            Command::AddLink { atom_type, outgoing, tv, .. } => {
+                validate_type_name(atom_type)?;
+                if outgoing.is_empty() {
+                    return Err("a link needs at least one outgoing atom".into());
+                }
+                outgoing.iter().try_for_each(check_ref)?;
+                tv.map(|tv| tv.validate()).transpose()?;
+            }
+            Command::DeleteAtom { id } => check_ref(id)?,
+            Command::SetTruth { id, tv } => {
+                check_ref(id)?;
+                tv.validate()?;
+            }
+            Command::Stimulate { id, sti, lti } => {
+                check_ref(id)?;
+                if !sti.is_finite() || !lti.is_finite() {
+                    return Err("sti and lti must be finite numbers".into());
+                }
+            }
+            Command::SetValue { id, key, .. } => {
+                check_ref(id)?;
+                if key.is_empty() || key.len() > 256 {
+                    return Err("value key must be 1..=256 bytes".into());
+                }
+            }
+            Command::Batch { ops } => {
+                if position.is_some() {
+                    return Err("batches cannot be nested".into());
+                }
+                if ops.is_empty() || ops.len() > MAX_BATCH_OPS {
+                    return Err(format!("a batch holds 1..={MAX_BATCH_OPS} ops, got {}", ops.len()));
+                }
+                for (i, op) in ops.iter().enumerate() {
+                    op.validate_at(Some(i)).map_err(|e| format!("op {i}: {e}"))?;
+                }
+            }
+            Command::CreateSession { ttl_ms, .. } => {
+                if *ttl_ms == 0 {
+                    return Err("ttl_ms must be positive".into());
+                }
+            }
+            Command::Observe { subject, .. } => {
+                if subject.is_empty() || subject.len() > 256 || subject.contains('\0') {
+                    return Err("subject must be 1..=256 bytes without NUL".into());
+                }
+            }
+            Command::UpdateSession { .. } | Command::Tick => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_references_must_point_backwards() {
+        let link = |r| Command::AddLink {
+            atom_type: "ListLink".into(),
+            outgoing: vec![AtomRef::Op(r)],
+            tv: None,
+            merge: Merge::Latest,
+        };
+        let node = Command::AddNode {
+            atom_type: "ConceptNode".into(),
+            name: "a".into(),
+            tv: None,
+            merge: Merge::Latest,
+        };
+        assert!(Command::Batch { ops: vec![node.clone(), link(0)] }.validate().is_ok());
+        assert!(Command::Batch { ops: vec![node, link(1)] }.validate().is_err());
+        assert!(link(0).validate().is_err(), "references outside a batch");
+    }
+
+    #[test]
+    fn proposals_round_trip_through_named_msgpack() {
+        let p = Proposal {
+            key: "k".into(),
+            time_ms: 7,
+            command: Command::SetValue {
+                id: AtomRef::Id(3),
+                key: "x".into(),
+                value: serde_json::json!({"a": [1, null]}),
+                expect: Some(Expect::Absent),
+            },
+        };
+        let bytes = rmp_serde::to_vec_named(&p).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Proposal>(&bytes).unwrap(), p);
+    }
+}

@@ -1,0 +1,273 @@
+//! The Raft actor's async work: writes with forwarding to the leader, linearizable read
+//! barriers (leader lease check or follower read-index), status, and metrics export.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::ClientWriteError as CwError;
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::{sleep, timeout_at, Instant};
+
+use super::actor::RaftSettings;
+use super::network::PeerNetwork;
+use super::path;
+use crate::command::{CommandResult, Proposal};
+use crate::error::{Error, Result};
+use crate::health::metrics::RoleLabels;
+use crate::health::Metrics;
+use crate::typ::*;
+
+/// What a committed write answers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    /// Log index of the entry.
+    pub index: u64,
+    /// The leader that committed it.
+    pub leader_id: NodeId,
+    pub result: CommandResult,
+}
+
+/// Membership as the status report shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MembershipReport {
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Every member's advertised address.
+    pub nodes: BTreeMap<NodeId, String>,
+}
+
+/// A peer's replication progress, on the leader.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerReplication {
+    pub matched_index: Option<u64>,
+    /// Entries the peer is behind the leader's last log index.
+    pub lag: u64,
+}
+
+/// `GET /admin/status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub node_id: NodeId,
+    /// leader, follower, candidate, learner or shutdown.
+    pub role: String,
+    pub term: u64,
+    pub leader_id: Option<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub membership: MembershipReport,
+    /// Per peer, on the leader only.
+    pub replication: Option<BTreeMap<NodeId, PeerReplication>>,
+    pub millis_since_quorum_ack: Option<u64>,
+}
+
+pub fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+pub fn status_of(m: &RaftMetrics) -> StatusReport {
+    let membership = m.membership_config.membership();
+    let last = m.last_log_index.unwrap_or(0);
+    StatusReport {
+        node_id: m.id,
+        role: role_name(m.state).to_string(),
+        term: m.current_term,
+        leader_id: m.current_leader,
+        last_log_index: m.last_log_index,
+        last_applied_index: m.last_applied.map(|l| l.index),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        purged_index: m.purged.map(|l| l.index),
+        membership: MembershipReport {
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            nodes: membership.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
+        },
+        replication: m.replication.as_ref().map(|r| {
+            r.iter()
+                .map(|(id, matched)| {
+                    let matched_index = matched.map(|l| l.index);
+                    let lag = last.saturating_sub(matched_index.unwrap_or(0));
+                    (*id, PeerReplication { matched_index, lag })
+                })
+                .collect()
+        }),
+        millis_since_quorum_ack: m.millis_since_quorum_ack,
+    }
+}
+
+/// Where to send a request this node cannot serve itself.
+fn leader_of(raft: &Raft) -> Option<(NodeId, Node)> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    let leader = m.current_leader?;
+    let node = m.membership_config.membership().get_node(&leader)?.clone();
+    Some((leader, node))
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((25u64 << attempt.min(5)).min(500))
+}
+
+/// Commits `proposal`, here if this node leads, else through the leader. Retries through
+/// elections until `write_timeout`; a retry is safe because the proposal keeps its idempotency key.
+pub async fn write(
+    raft: Raft,
+    peers: PeerNetwork,
+    settings: Arc<RaftSettings>,
+    proposal: Proposal,
+) -> Result<WriteOutcome> {
+    let deadline = Instant::now() + settings.write_timeout;
+    let mut attempt = 0;
+    let mut last_error = Error::NoLeader("no leader was known before the write timeout".into());
+    loop {
+        attempt += 1;
+        let leader = match timeout_at(deadline, raft.client_write(proposal.clone())).await {
+            Err(_) => return Err(timed_out(&settings, last_error)),
+            Ok(Ok(response)) => {
+                return Ok(WriteOutcome {
+                    index: response.log_id.index,
+                    leader_id: settings.node_id,
+                    result: response.data,
+                })
+            }
+            Ok(Err(RaftError::APIError(CwError::ForwardToLeader(f)))) => f.leader_id.zip(f.leader_node),
+            Ok(Err(RaftError::APIError(CwError::ChangeMembershipError(e)))) => {
+                return Err(Error::Raft(e.to_string()))
+            }
+            Ok(Err(RaftError::Fatal(_))) => return Err(Error::ShuttingDown),
+        };
+        if let Some((leader_id, node)) = leader {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let answer: std::result::Result<
+                std::result::Result<WriteOutcome, RaftError<ClientWriteError>>,
+                _,
+            > = peers.call(leader_id, &node, path::FORWARD, &proposal, remaining).await;
+            match answer {
+                Ok(Ok(outcome)) => return Ok(outcome),
+                Ok(Err(RaftError::APIError(CwError::ForwardToLeader(_)))) => {
+                    last_error = Error::NoLeader(format!("node {leader_id} is no longer the leader"));
+                }
+                Ok(Err(e)) => return Err(Error::Raft(e.to_string())),
+                Err(e) => last_error = Error::Peer { peer: leader_id, cause: e.to_string() },
+            }
+        }
+        if Instant::now() + backoff(attempt) >= deadline {
+            return Err(timed_out(&settings, last_error));
+        }
+        sleep(backoff(attempt)).await;
+    }
+}
+
+fn timed_out(settings: &RaftSettings, last_error: Error) -> Error {
+    match last_error {
+        Error::NoLeader(why) => Error::NoLeader(why),
+        other => Error::Timeout(format!(
+            "the write was not confirmed within {:?} ({other}); it may still apply: retry with the \
+             same Idempotency-Key",
+            settings.write_timeout
+        )),
+    }
+}
+
+/// Waits until a linearizable read may be served here; answers the applied index to read at.
+/// The leader confirms its leadership with a quorum; a follower asks the leader for its read
+/// log id and waits until it has applied that far.
+pub async fn read_barrier(raft: Raft, peers: PeerNetwork, settings: Arc<RaftSettings>) -> Result<u64> {
+    let deadline = Instant::now() + settings.read_timeout;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let leader = leader_of(&raft);
+        let read_log_id = match &leader {
+            Some((id, _)) if *id == settings.node_id => {
+                match timeout_at(deadline, raft.ensure_linearizable()).await {
+                    Ok(Ok(read)) => Some(read),
+                    Ok(Err(RaftError::Fatal(_))) => return Err(Error::ShuttingDown),
+                    Ok(Err(_)) | Err(_) => None,
+                }
+            }
+            Some((id, node)) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let answer: std::result::Result<
+                    std::result::Result<Option<LogId>, RaftError<CheckIsLeaderError>>,
+                    _,
+                > = peers.call(*id, node, path::READ_INDEX, &(), remaining).await;
+                match answer {
+                    Ok(Ok(read)) => Some(read),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        if let Some(read) = read_log_id {
+            let index = read.map(|l| l.index).unwrap_or(0);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let m = raft
+                .wait(Some(remaining))
+                .applied_index_at_least(read.map(|l| l.index), "linearizable read")
+                .await
+                .map_err(|e| Error::Timeout(format!("applying up to the read index {index}: {e}")))?;
+            return Ok(m.last_applied.map(|l| l.index).unwrap_or(0).max(index));
+        }
+        if Instant::now() + backoff(attempt) >= deadline {
+            return Err(Error::NoLeader(format!(
+                "could not confirm a leader for a linearizable read within {:?}; use \
+                 ?consistency=stale to read this node's state",
+                settings.read_timeout
+            )));
+        }
+        sleep(backoff(attempt)).await;
+    }
+}
+
+/// Maps a membership change's failure, naming the leader when this node is not it.
+pub fn membership_error(e: RaftError<ClientWriteError>) -> Error {
+    match e {
+        RaftError::APIError(CwError::ForwardToLeader(f)) => {
+            Error::NotLeader { leader_id: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) }
+        }
+        RaftError::APIError(CwError::ChangeMembershipError(e)) => Error::Invalid(e.to_string()),
+        RaftError::Fatal(_) => Error::ShuttingDown,
+    }
+}
+
+/// Mirrors openraft's metrics into the Prometheus registry until Raft stops.
+pub async fn export_metrics(mut rx: watch::Receiver<RaftMetrics>, metrics: Arc<Metrics>) {
+    let mut last_leader = None;
+    let mut last_state = None;
+    loop {
+        {
+            let m = rx.borrow_and_update();
+            for state in
+                [ServerState::Leader, ServerState::Follower, ServerState::Candidate, ServerState::Learner]
+            {
+                let labels = RoleLabels { role: role_name(state).to_string() };
+                metrics.raft_role.get_or_create(&labels).set(i64::from(m.state == state));
+            }
+            if m.state == ServerState::Candidate && last_state != Some(ServerState::Candidate) {
+                metrics.raft_elections.inc();
+            }
+            if m.current_leader != last_leader {
+                metrics.raft_leader_changes.inc();
+                last_leader = m.current_leader;
+            }
+            last_state = Some(m.state);
+            metrics.raft_term.set(m.current_term as i64);
+            metrics.raft_last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
+            metrics.raft_last_applied_index.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

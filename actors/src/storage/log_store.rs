@@ -1,0 +1,246 @@
+//! The Raft log and vote in sled, with group commit. `append` writes entries into sled and
+//! returns; one flusher thread loops `flush()` -> fdatasync of sled's data file -> completes
+//! every `LogFlushed` callback that was waiting, so concurrent appends share one fsync.
+//! `save_vote` goes through the same thread and returns only once the vote is durable.
+
+use std::fmt::Debug;
+use std::fs::File;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader, StorageError, StorageIOError};
+use tokio::sync::oneshot;
+
+use super::{be, decode, encode, flush_durably, Db};
+use crate::health::Metrics;
+use crate::typ::{Entry, LogId, Vote};
+use crate::TypeConfig;
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+const KEY_COMMITTED: &[u8] = b"committed";
+
+/// Work for the flusher thread.
+enum FlushRequest {
+    /// Complete this callback once everything written before it is durable.
+    Append { callback: LogFlushed<TypeConfig>, entries: usize },
+    /// Answer once everything written before it is durable.
+    Sync { done: oneshot::Sender<std::io::Result<()>> },
+}
+
+/// The sled-backed [`RaftLogStorage`]. Cloning shares the database and the flusher.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Db,
+    data_file: Arc<File>,
+    flusher: mpsc::Sender<FlushRequest>,
+    metrics: Arc<Metrics>,
+    /// The newest commit index openraft reported (for readiness).
+    committed: Arc<AtomicU64>,
+}
+
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::read_logs(openraft::AnyError::error(e.to_string())).into()
+}
+
+fn write_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write_logs(openraft::AnyError::error(e.to_string())).into()
+}
+
+impl LogStore {
+    /// Opens the log in `db` and starts its flusher thread (which ends when the last clone drops).
+    pub fn open(db: Db, metrics: Arc<Metrics>) -> std::io::Result<LogStore> {
+        let data_file = Arc::new(File::open(db.data_file())?);
+        let (tx, rx) = mpsc::channel();
+        let (flush_db, flush_file, flush_metrics) = (db.clone(), data_file.clone(), metrics.clone());
+        std::thread::Builder::new()
+            .name("cograft-flusher".into())
+            .spawn(move || run_flusher(flush_db, flush_file, rx, flush_metrics))?;
+        Ok(LogStore { db, data_file, flusher: tx, metrics, committed: Arc::default() })
+    }
+
+    /// The newest commit index this node has heard of (0 before any).
+    pub fn committed_index(&self) -> Arc<AtomicU64> {
+        self.committed.clone()
+    }
+
+    /// Makes every write so far durable, from the flusher thread.
+    pub async fn sync(&self) -> std::io::Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.flusher.send(FlushRequest::Sync { done }).map_err(|_| io_err("flusher stopped"))?;
+        wait.await.map_err(|_| io_err("flusher stopped"))?
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<u64>> {
+        match self.db.raft_meta.get(key).map_err(read_err)? {
+            Some(bytes) => Ok(Some(decode(&bytes, "raft meta").map_err(read_err)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId>, StorageError<u64>> {
+        match self.db.log.last().map_err(read_err)? {
+            Some((_, bytes)) => Ok(Some(decode::<Entry>(&bytes, "log entry").map_err(read_err)?.log_id)),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes the entries in `range` (blocking; call from a blocking context).
+    fn remove_range(db: &Db, range: (Bound<[u8; 8]>, Bound<[u8; 8]>)) -> sled::Result<()> {
+        let mut batch = sled::Batch::default();
+        for item in db.log.range(range) {
+            batch.remove(item?.0);
+        }
+        db.log.apply_batch(batch)
+    }
+}
+
+fn run_flusher(db: Db, data_file: Arc<File>, rx: mpsc::Receiver<FlushRequest>, metrics: Arc<Metrics>) {
+    while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        waiting.extend(rx.try_iter());
+        let started = Instant::now();
+        let result = flush_durably(&db, &data_file).map(|_| ());
+        metrics.log_flush_seconds.observe(started.elapsed().as_secs_f64());
+        let entries: usize = waiting
+            .iter()
+            .map(|r| match r {
+                FlushRequest::Append { entries, .. } => *entries,
+                FlushRequest::Sync { .. } => 0,
+            })
+            .sum();
+        if entries > 0 {
+            metrics.log_flush_batch_entries.observe(entries as f64);
+        }
+        for request in waiting {
+            let outcome =
+                result.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string()));
+            match request {
+                FlushRequest::Append { callback, .. } => callback.log_io_completed(outcome),
+                FlushRequest::Sync { done } => {
+                    let _ = done.send(outcome);
+                }
+            }
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError<u64>> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Bound::Included(be(*i)),
+            Bound::Excluded(i) => Bound::Excluded(be(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(be(*i)),
+            Bound::Excluded(i) => Bound::Excluded(be(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.db
+            .log
+            .range((start, end))
+            .map(|item| {
+                let (_, bytes) = item.map_err(read_err)?;
+                decode::<Entry>(&bytes, "log entry").map_err(read_err)
+            })
+            .collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
+        let last_log_id = self.last_log_id()?.or(last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError<u64>> {
+        let write_vote_err = |e: std::io::Error| -> StorageError<u64> {
+            StorageIOError::write_vote(openraft::AnyError::error(e.to_string())).into()
+        };
+        self.db.raft_meta.insert(KEY_VOTE, encode(vote)).map_err(|e| write_vote_err(io_err(e)))?;
+        self.sync().await.map_err(write_vote_err)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError<u64>> {
+        self.get_meta(KEY_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError<u64>> {
+        let index = committed.map(|l| l.index).unwrap_or(0);
+        self.committed.fetch_max(index, Ordering::Relaxed);
+        self.metrics.raft_commit_index.set(index as i64);
+        // Not synced: a lost commit index is only re-learned from the leader.
+        self.db.raft_meta.insert(KEY_COMMITTED, encode(&committed)).map_err(write_err)?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError<u64>> {
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let started = Instant::now();
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for entry in entries {
+            batch.insert(&be(entry.log_id.index), encode(&entry));
+            count += 1;
+        }
+        self.db.log.apply_batch(batch).map_err(write_err)?;
+        self.metrics.log_append_seconds.observe(started.elapsed().as_secs_f64());
+        self.flusher
+            .send(FlushRequest::Append { callback, entries: count })
+            .map_err(|_| write_err("the flusher thread stopped"))
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<u64>> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            LogStore::remove_range(&db, (Bound::Included(be(log_id.index)), Bound::Unbounded))
+        })
+        .await
+        .map_err(write_err)?
+        .map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<u64>> {
+        let (db, data_file) = (self.db.clone(), self.data_file.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            // The state machine shares this database: make its applied state durable first, so
+            // it can never be found behind the purged log after a crash.
+            flush_durably(&db, &data_file)?;
+            db.raft_meta.insert(KEY_LAST_PURGED, encode(&log_id)).map_err(io_err)?;
+            LogStore::remove_range(&db, (Bound::Unbounded, Bound::Included(be(log_id.index)))).map_err(io_err)
+        })
+        .await
+        .map_err(write_err)?
+        .map_err(write_err)
+    }
+}

@@ -1,0 +1,189 @@
+//! Durable storage on one sled database per node: the Raft log and vote (`log_store`), the
+//! state machine (`state_machine`, applying through `graph`), file snapshots (`snapshot`) and
+//! the read-side actor (`actor`). This module opens the database and names its trees.
+
+pub mod actor;
+pub mod graph;
+pub mod log_store;
+pub mod reads;
+pub mod snapshot;
+pub mod staged;
+pub mod state_machine;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+pub use log_store::LogStore;
+pub use state_machine::{StateEvent, StateMachine, StateMachineCore};
+
+/// Raft log entries, keyed by big-endian index.
+pub const TREE_LOG: &str = "log";
+/// Vote, last purged log id, committed log id.
+pub const TREE_RAFT_META: &str = "raft_meta";
+
+/// The state machine's trees, in the order a snapshot and the digest walk them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// last_applied, membership, counters, clock.
+    Meta,
+    /// id -> Atom.
+    Atoms,
+    /// type \0 name -> node id.
+    NodeIndex,
+    /// type \0 outgoing ids -> link id.
+    LinkIndex,
+    /// target id ++ link id -> ().
+    Incoming,
+    /// atom id ++ key -> JSON value.
+    Values,
+    /// id -> Session.
+    Sessions,
+    /// deadline ms ++ session id -> (): when a session next changes status by itself.
+    SessionDeadlines,
+    /// subject \0 id -> Observation.
+    Observations,
+    /// idempotency key -> (index, result).
+    Idempotency,
+    /// applied index ++ key -> (): eviction order of the idempotency table.
+    IdempotencyOrder,
+}
+
+impl Table {
+    pub const ALL: [Table; 11] = [
+        Table::Meta,
+        Table::Atoms,
+        Table::NodeIndex,
+        Table::LinkIndex,
+        Table::Incoming,
+        Table::Values,
+        Table::Sessions,
+        Table::SessionDeadlines,
+        Table::Observations,
+        Table::Idempotency,
+        Table::IdempotencyOrder,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "sm_meta",
+            Table::Atoms => "atoms",
+            Table::NodeIndex => "node_index",
+            Table::LinkIndex => "link_index",
+            Table::Incoming => "incoming",
+            Table::Values => "values",
+            Table::Sessions => "sessions",
+            Table::SessionDeadlines => "session_deadlines",
+            Table::Observations => "observations",
+            Table::Idempotency => "idempotency",
+            Table::IdempotencyOrder => "idempotency_order",
+        }
+    }
+
+    /// Whether the table is user-visible data (hashed by the digest). Meta (clock, applied
+    /// index) and the idempotency tables are bookkeeping.
+    pub fn is_data(self) -> bool {
+        !matches!(self, Table::Meta | Table::Idempotency | Table::IdempotencyOrder)
+    }
+}
+
+/// The open sled database with every tree cograft uses.
+#[derive(Clone)]
+pub struct Db {
+    pub dir: PathBuf,
+    pub sled: sled::Db,
+    pub log: sled::Tree,
+    pub raft_meta: sled::Tree,
+    tables: Arc<Vec<sled::Tree>>,
+}
+
+impl Db {
+    /// Opens (or creates) the database under `dir/sled`. Corruption is reported as
+    /// [`Error::Corrupted`] naming the directory and the recovery; nothing is wiped.
+    pub fn open(dir: &Path) -> Result<Db> {
+        let path = dir.join("sled");
+        let sled =
+            sled::Config::new().path(&path).mode(sled::Mode::LowSpace).open().map_err(|e| match e {
+                sled::Error::Corruption { .. } => {
+                    Error::Corrupted { dir: path.clone(), cause: e.to_string() }
+                }
+                other => Error::Storage { dir: path.clone(), cause: other.to_string() },
+            })?;
+        let storage_err = |e: sled::Error| Error::Storage { dir: path.clone(), cause: e.to_string() };
+        let log = sled.open_tree(TREE_LOG).map_err(storage_err)?;
+        let raft_meta = sled.open_tree(TREE_RAFT_META).map_err(storage_err)?;
+        let tables = Table::ALL
+            .iter()
+            .map(|t| sled.open_tree(t.name()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(storage_err)?;
+        Ok(Db { dir: path, sled, log, raft_meta, tables: Arc::new(tables) })
+    }
+
+    pub fn table(&self, table: Table) -> &sled::Tree {
+        &self.tables[table as usize]
+    }
+
+    /// sled's main data file, which the flusher fdatasyncs after each `flush()`.
+    pub fn data_file(&self) -> PathBuf {
+        self.dir.join("db")
+    }
+
+    /// Bytes sled occupies on disk (for the space-amplification metric).
+    pub fn size_on_disk(&self) -> u64 {
+        self.sled.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// Makes everything written so far durable: sled's flush (which only schedules the write with
+/// `sync_file_range`) followed by an fdatasync of its data file through our own descriptor.
+pub fn flush_durably(db: &Db, data_file: &std::fs::File) -> std::io::Result<usize> {
+    let bytes = db.sled.flush().map_err(std::io::Error::other)?;
+    data_file.sync_data()?;
+    Ok(bytes)
+}
+
+/// Big-endian key of an integer, so sled's byte order matches numeric order.
+pub fn be(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+/// Reads a big-endian integer key or value.
+pub fn from_be(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = bytes.len().min(8);
+    buf[8 - n..].copy_from_slice(&bytes[bytes.len() - n..]);
+    u64::from_be_bytes(buf)
+}
+
+/// Encodes persisted data with named fields, so adding a field never breaks stored data.
+pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(value).expect("msgpack encoding of an in-memory value cannot fail")
+}
+
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> std::io::Result<T> {
+    rmp_serde::from_slice(bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("decoding {what}: {e}")))
+}
+
+/// A node's opened storage: the Raft log, the state machine, and its shared core for readers.
+pub struct Stores {
+    pub db: Db,
+    pub log: LogStore,
+    pub state_machine: StateMachine,
+    pub core: Arc<StateMachineCore>,
+}
+
+/// Opens (or creates) all of a node's storage under `data_dir`.
+pub fn open(data_dir: &Path, metrics: Arc<crate::health::Metrics>) -> Result<Stores> {
+    let db = Db::open(data_dir)?;
+    let storage_err = |e: std::io::Error| Error::Storage { dir: db.dir.clone(), cause: e.to_string() };
+    let log = LogStore::open(db.clone(), metrics.clone()).map_err(storage_err)?;
+    let core =
+        StateMachineCore::open(db.clone(), data_dir.join("snapshots"), metrics).map_err(storage_err)?;
+    Ok(Stores { db, log, state_machine: StateMachine::new(core.clone()), core })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,132 @@
+//! `/admin`: cluster management (init, membership, status, snapshot, digest, effective config).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use actix_web::{web, HttpResponse};
+use cograft_actors::raft::actor::{AddLearner, ChangeMembership, GetStatus, Initialize, TriggerSnapshot};
+use cograft_actors::storage::actor::Query;
+use cograft_actors::typ::Node;
+use openraft::ChangeMembers;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{self, ApiError};
+use super::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin")
+            .app_data(web::JsonConfig::default().error_handler(error::json_error))
+            .route("/init", web::post().to(init))
+            .route("/add-learner", web::post().to(add_learner))
+            .route("/change-membership", web::post().to(change_membership))
+            .route("/remove-node", web::post().to(remove_node))
+            .route("/status", web::get().to(status))
+            .route("/snapshot", web::post().to(snapshot))
+            .route("/digest", web::get().to(digest))
+            .route("/config", web::get().to(config)),
+    );
+}
+
+type State = web::Data<AppState>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InitBody {
+    /// Node id -> address of every initial voter; empty = this node alone.
+    #[serde(default)]
+    members: BTreeMap<u64, String>,
+}
+
+async fn init(state: State, body: Option<web::Json<InitBody>>) -> Result<HttpResponse, ApiError> {
+    let mut members = body.map(|b| b.into_inner().members).unwrap_or_default();
+    if members.is_empty() {
+        members.insert(state.node_id, state.settings.advertise());
+    }
+    if !members.contains_key(&state.node_id) {
+        return Err(ApiError::bad_request(format!("members must include this node ({})", state.node_id)));
+    }
+    let nodes: BTreeMap<u64, Node> =
+        members.iter().map(|(id, addr)| (*id, Node { addr: addr.clone() })).collect();
+    state.raft.send(Initialize(nodes)).await??;
+    Ok(HttpResponse::Ok().json(json!({ "initialized": true, "members": members })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LearnerBody {
+    id: u64,
+    addr: String,
+}
+
+async fn add_learner(state: State, body: web::Json<LearnerBody>) -> Result<HttpResponse, ApiError> {
+    let LearnerBody { id, addr } = body.into_inner();
+    if id == 0 || !addr.contains(':') {
+        return Err(ApiError::bad_request("id must be positive and addr HOST:PORT"));
+    }
+    let index = state.raft.send(AddLearner { id, addr }).await??;
+    Ok(HttpResponse::Ok().json(json!({ "added_learner": id, "index": index })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembershipBody {
+    voters: BTreeSet<u64>,
+    /// Keep removed voters as learners.
+    #[serde(default)]
+    retain: bool,
+}
+
+async fn change_membership(state: State, body: web::Json<MembershipBody>) -> Result<HttpResponse, ApiError> {
+    let MembershipBody { voters, retain } = body.into_inner();
+    if voters.is_empty() {
+        return Err(ApiError::bad_request("voters must not be empty"));
+    }
+    let change = ChangeMembers::ReplaceAllVoters(voters.clone());
+    let index = state.raft.send(ChangeMembership { change, retain }).await??;
+    Ok(HttpResponse::Ok().json(json!({ "voters": voters, "index": index })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveBody {
+    id: u64,
+}
+
+/// Removes a node entirely: first from the voters (if it is one), then from the members.
+async fn remove_node(state: State, body: web::Json<RemoveBody>) -> Result<HttpResponse, ApiError> {
+    let id = body.id;
+    let status = state.raft.send(GetStatus).await?;
+    if status.membership.voters.contains(&id) {
+        let change = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
+        state.raft.send(ChangeMembership { change, retain: true }).await??;
+    } else if !status.membership.learners.contains(&id) {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "unknown_node",
+            format!("node {id} is not a member"),
+        ));
+    }
+    let change = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+    let index = state.raft.send(ChangeMembership { change, retain: false }).await??;
+    Ok(HttpResponse::Ok().json(json!({ "removed": id, "index": index })))
+}
+
+async fn status(state: State) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.raft.send(GetStatus).await?))
+}
+
+async fn snapshot(state: State) -> Result<HttpResponse, ApiError> {
+    state.raft.send(TriggerSnapshot).await??;
+    Ok(HttpResponse::Accepted().json(json!({ "snapshot": "triggered" })))
+}
+
+async fn digest(state: State) -> Result<HttpResponse, ApiError> {
+    let (index, digest) = state.storage.send(Query::new(|r| r.digest())).await??;
+    Ok(HttpResponse::Ok().json(json!({ "node_id": state.node_id, "applied_index": index, "digest": digest })))
+}
+
+/// The effective configuration, secrets redacted.
+async fn config(state: State) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/toml").body(state.settings.to_toml(false))
+}

@@ -1,0 +1,129 @@
+//! `/v1/sessions` and `/v1/observations`: agent sessions and outcome history.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use cograft_actors::command::Command;
+use cograft_actors::model::SessionStatus;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::atoms::respond;
+use super::body::{ObservationBody, SessionBody, SessionPatch};
+use super::{propose, read, ReadParams};
+use crate::api::error::{with_fields, ApiError};
+use crate::api::AppState;
+
+/// Sessions without a `ttl_ms` go idle after 30 minutes without an update.
+const DEFAULT_SESSION_TTL_MS: u64 = 30 * 60 * 1000;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/sessions", web::post().to(create_session))
+        .route("/sessions", web::get().to(list_sessions))
+        .route("/sessions/{id}", web::get().to(get_session))
+        .route("/sessions/{id}", web::patch().to(update_session))
+        .route("/sessions/{id}", web::delete().to(close_session))
+        .route("/observations", web::post().to(observe))
+        .route("/observations", web::get().to(list_observations))
+        .route("/observations/stats", web::get().to(observation_stats));
+}
+
+type State = web::Data<AppState>;
+
+async fn create_session(
+    state: State,
+    req: HttpRequest,
+    body: web::Json<SessionBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let command = Command::CreateSession {
+        ttl_ms: b.ttl_ms.unwrap_or(DEFAULT_SESSION_TTL_MS),
+        metadata: b.metadata.unwrap_or(serde_json::Value::Null),
+    };
+    let mut response = respond(propose(&state, &req, command).await?)?;
+    response.head_mut().status = actix_web::http::StatusCode::CREATED;
+    Ok(response)
+}
+
+async fn get_session(
+    state: State,
+    id: web::Path<u64>,
+    q: web::Query<ReadParams>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let (session, index) = read(&state, &q, move |r| r.session(id)).await?;
+    Ok(HttpResponse::Ok().json(with_fields(session, &[("applied_index", json!(index))])))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    status: Option<SessionStatus>,
+    limit: Option<usize>,
+    consistency: Option<String>,
+}
+
+async fn list_sessions(state: State, q: web::Query<ListParams>) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let limit = q.limit.unwrap_or(100).min(state.settings.api.max_list);
+    let status = q.status;
+    let params = ReadParams { consistency: q.consistency };
+    let (sessions, index) = read(&state, &params, move |r| r.sessions(status, limit)).await?;
+    Ok(HttpResponse::Ok().json(json!({ "sessions": sessions, "applied_index": index })))
+}
+
+async fn update_session(
+    state: State,
+    req: HttpRequest,
+    id: web::Path<u64>,
+    body: web::Json<SessionPatch>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let command = Command::UpdateSession { id: id.into_inner(), status: b.status, metadata: b.metadata };
+    respond(propose(&state, &req, command).await?)
+}
+
+async fn close_session(state: State, req: HttpRequest, id: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+    let command =
+        Command::UpdateSession { id: id.into_inner(), status: Some(SessionStatus::Closed), metadata: None };
+    respond(propose(&state, &req, command).await?)
+}
+
+async fn observe(
+    state: State,
+    req: HttpRequest,
+    body: web::Json<ObservationBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let command = Command::Observe {
+        subject: b.subject,
+        success: b.success,
+        duration_ms: b.duration_ms,
+        bytes: b.bytes,
+        features: b.features,
+        message: b.message,
+    };
+    respond(propose(&state, &req, command).await?)
+}
+
+#[derive(Debug, Deserialize)]
+struct SubjectParams {
+    subject: String,
+    limit: Option<usize>,
+    consistency: Option<String>,
+}
+
+async fn list_observations(state: State, q: web::Query<SubjectParams>) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let limit = q.limit.unwrap_or(100).min(state.settings.api.max_list);
+    let subject = q.subject.clone();
+    let params = ReadParams { consistency: q.consistency };
+    let (observations, index) = read(&state, &params, move |r| r.observations(&subject, limit)).await?;
+    Ok(HttpResponse::Ok()
+        .json(json!({ "subject": q.subject, "observations": observations, "applied_index": index })))
+}
+
+async fn observation_stats(state: State, q: web::Query<SubjectParams>) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let params = ReadParams { consistency: q.consistency };
+    let subject = q.subject;
+    let (stats, index) = read(&state, &params, move |r| r.observation_stats(&subject)).await?;
+    Ok(HttpResponse::Ok().json(with_fields(stats, &[("applied_index", json!(index))])))
+}

@@ -1,0 +1,115 @@
+//! The client API under `/v1`: the hypergraph (`atoms`), agent sessions and observations
+//! (`agents`), and the request bodies (`body`). Writes become one `Proposal` each; reads pass
+//! a linearizable barrier unless `?consistency=stale`.
+
+mod agents;
+mod atoms;
+pub mod body;
+
+use std::sync::atomic::Ordering;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest};
+use cograft_actors::command::{Command, Proposal};
+use cograft_actors::raft::actor::{ReadBarrier, Write};
+use cograft_actors::raft::WriteOutcome;
+use cograft_actors::storage::actor::Query;
+use cograft_actors::storage::reads::GraphReader;
+use rand::Rng;
+use serde::Deserialize;
+
+use super::error::{self, ApiError};
+use super::AppState;
+
+/// Header a client sets so a retried write applies once.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+const MAX_KEY_LEN: usize = 128;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v1")
+            .app_data(web::JsonConfig::default().error_handler(error::json_error))
+            .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
+            .configure(atoms::configure)
+            .configure(agents::configure),
+    );
+}
+
+/// `?consistency=` on reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct ReadParams {
+    #[serde(default)]
+    pub consistency: Option<String>,
+}
+
+impl ReadParams {
+    fn stale(&self) -> Result<bool, ApiError> {
+        match self.consistency.as_deref() {
+            None | Some("linearizable") => Ok(false),
+            Some("stale") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "consistency must be \"linearizable\" (default) or \"stale\", got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// The request's idempotency key, or a fresh one.
+fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
+    match req.headers().get(IDEMPOTENCY_HEADER) {
+        Some(value) => {
+            let key =
+                value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?;
+            if key.is_empty() || key.len() > MAX_KEY_LEN {
+                return Err(ApiError::bad_request(format!(
+                    "Idempotency-Key must be 1..={MAX_KEY_LEN} characters"
+                )));
+            }
+            Ok(key.to_string())
+        }
+        None => Ok(format!("{:032x}", rand::thread_rng().gen::<u128>())),
+    }
+}
+
+/// Validates, sizes and proposes one command; answers the committed outcome.
+pub async fn propose(
+    state: &AppState,
+    req: &HttpRequest,
+    command: Command,
+) -> Result<WriteOutcome, ApiError> {
+    if !state.serving.load(Ordering::Relaxed) {
+        return Err(cograft_actors::Error::ShuttingDown.into());
+    }
+    let proposal = Proposal { key: idempotency_key(req)?, time_ms: cograft_actors::now_ms(), command };
+    let size = rmp_serde::to_vec_named(&proposal).map(|b| b.len()).unwrap_or(usize::MAX);
+    let limit = state.settings.api.max_entry_bytes;
+    if size > limit {
+        return Err(cograft_actors::Error::TooLarge { size, limit }.into());
+    }
+    proposal.command.validate().map_err(ApiError::bad_request)?;
+    let outcome = state.raft.send(Write(proposal)).await??;
+    Ok(outcome)
+}
+
+/// Runs `read` after the consistency barrier; answers its value and the applied index it saw.
+pub async fn read<T: Send + 'static>(
+    state: &AppState,
+    params: &ReadParams,
+    read: impl FnOnce(&GraphReader) -> cograft_actors::Result<T> + Send + 'static,
+) -> Result<(T, u64), ApiError> {
+    if !params.stale()? {
+        state.raft.send(ReadBarrier).await??;
+    }
+    let answer = state.storage.send(Query::new(move |r| Ok((read(r)?, r.applied_index()?)))).await??;
+    Ok(answer)
+}
+
+/// 201 for a created resource, else 200.
+fn created_status(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}

@@ -1,0 +1,95 @@
+//! The HTTP surfaces, one file per audience: `client` (/v1), `admin` (/admin), `raft` (/raft,
+//! msgpack between nodes), `ops` (/metrics, /healthz, /readyz). Handlers are thin: parse, send
+//! one message, map the result. `error` is the one place errors become HTTP.
+
+pub mod admin;
+pub mod client;
+pub mod error;
+pub mod ops;
+pub mod raft;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Addr;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, Next};
+use actix_web::web;
+use cograft_actors::health::metrics::HttpLabels;
+use cograft_actors::health::{HealthChecks, Metrics};
+use cograft_actors::raft::RaftActor;
+use cograft_actors::storage::actor::StorageActor;
+
+use crate::config::Settings;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub node_id: u64,
+    pub settings: Arc<Settings>,
+    pub raft: Addr<RaftActor>,
+    pub storage: Addr<StorageActor>,
+    pub metrics: Arc<Metrics>,
+    pub health: HealthChecks,
+    /// Cleared when shutdown begins: /readyz fails and new writes are refused.
+    pub serving: Arc<AtomicBool>,
+    /// sled, for the readiness write probe.
+    pub db: cograft_actors::storage::Db,
+}
+
+/// Mounts every surface and the JSON error handling on an App.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(raft::configure)
+        .configure(admin::configure)
+        .configure(client::configure)
+        .configure(ops::configure)
+        .default_service(web::to(error::not_found));
+}
+
+/// Turns any error response that is not already JSON (actix's own 405, 413, ...) into
+/// `{error, detail}`, so clients see one error shape everywhere.
+pub fn json_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler(|res: ServiceResponse<B>| {
+        let is_json = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json") || v.starts_with("application/msgpack"));
+        if is_json {
+            return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+        }
+        let status = res.status();
+        let detail = res
+            .response()
+            .error()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+        let (req, _) = res.into_parts();
+        let body = serde_json::json!({
+            "error": status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "_"),
+            "detail": detail,
+        });
+        let response = actix_web::HttpResponse::build(status).json(body).map_into_right_body();
+        Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, response)))
+    })
+}
+
+/// Counts requests by route pattern and status, and times them.
+pub async fn record_http(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let res = next.call(req).await?;
+    if let Some(metrics) = metrics {
+        let labels = HttpLabels { method, route, status: res.status().as_u16() };
+        metrics.http_requests.get_or_create(&labels).inc();
+        metrics.http_request_seconds.observe(started.elapsed().as_secs_f64());
+    }
+    Ok(res)
+}

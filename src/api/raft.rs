@@ -1,0 +1,96 @@
+//! `/raft`: peer RPC between nodes, msgpack both ways, guarded by the cluster secret.
+//! Each handler decodes the body, sends one message to the RaftActor and encodes its answer.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use cograft_actors::raft::actor::{AppendEntries, ForwardedWrite, InstallSnapshot, ReadIndex, RequestVote};
+use cograft_actors::raft::{path, SECRET_HEADER};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::AppState;
+
+/// Fits openraft's 1 MiB snapshot chunks and 256-entry append batches, msgpack-encoded.
+pub const RAFT_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let trimmed = |p: &'static str| p.trim_start_matches("/raft");
+    cfg.service(
+        web::scope("/raft")
+            .route(trimmed(path::APPEND), web::post().to(append))
+            .route(trimmed(path::VOTE), web::post().to(vote))
+            .route(trimmed(path::SNAPSHOT), web::post().to(snapshot))
+            .route(trimmed(path::FORWARD), web::post().to(forward))
+            .route(trimmed(path::READ_INDEX), web::post().to(read_index)),
+    );
+}
+
+type State = web::Data<AppState>;
+
+/// Checks the secret and decodes the msgpack body.
+async fn decode<T: DeserializeOwned>(
+    state: &AppState,
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<T, ApiError> {
+    let given = req.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    if !constant_time_eq(given, state.settings.cluster.secret.as_bytes()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_cluster_secret",
+            format!("/raft requires the cluster secret in the {SECRET_HEADER} header"),
+        ));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("unreadable body: {e}")))?;
+        if body.len() + chunk.len() > RAFT_BODY_LIMIT {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("/raft bodies are limited to {RAFT_BODY_LIMIT} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    rmp_serde::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("malformed MessagePack body: {e}")))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn encode(answer: &impl Serialize) -> Result<HttpResponse, ApiError> {
+    let bytes = rmp_serde::to_vec_named(answer)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encode_error", e.to_string()))?;
+    Ok(HttpResponse::Ok().content_type("application/msgpack").body(bytes))
+}
+
+async fn append(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
+    let rpc = decode(&state, &req, body).await?;
+    encode(&state.raft.send(AppendEntries(rpc)).await?)
+}
+
+async fn vote(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
+    let rpc = decode(&state, &req, body).await?;
+    encode(&state.raft.send(RequestVote(rpc)).await?)
+}
+
+async fn snapshot(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
+    let rpc = decode(&state, &req, body).await?;
+    encode(&state.raft.send(InstallSnapshot(rpc)).await?)
+}
+
+async fn forward(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
+    let proposal: cograft_actors::command::Proposal = decode(&state, &req, body).await?;
+    proposal.command.validate().map_err(ApiError::bad_request)?;
+    encode(&state.raft.send(ForwardedWrite(proposal)).await?)
+}
+
+async fn read_index(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
+    decode::<()>(&state, &req, body).await?;
+    encode(&state.raft.send(ReadIndex).await?)
+}

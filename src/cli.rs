@@ -1,0 +1,289 @@
+//! The command line: clap definitions and what each command does.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::client::Client;
+use crate::config::{Overrides, Settings};
+use crate::{cluster, demo, node};
+
+#[derive(Parser)]
+#[command(name = "cograft", version, about = "A Raft-replicated cognitive graph database")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node in the foreground.
+    Serve(ServeArgs),
+    /// Run a local cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Start a local 3-node cluster, load a sample knowledge graph, query it, and stop.
+    Demo {
+        /// Working directory (wiped first: it belongs to the demo).
+        #[arg(long, default_value = ".demo")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 7301)]
+        base_port: u16,
+    },
+    /// Cluster administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Add or read atoms.
+    Atom {
+        #[command(subcommand)]
+        command: AtomCommand,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Settings file (TOML). Without it, DATA_DIR/cograft.toml is used if present, else the
+    /// embedded defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// HOST:PORT to bind.
+    #[arg(long)]
+    listen: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Run N local nodes in the foreground until Ctrl-C/SIGTERM; rerun on the same DIR to
+    /// restart the same cluster with its data.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        #[arg(long, default_value_t = 7101)]
+        base_port: u16,
+        #[arg(long, default_value = "cluster")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct Target {
+    /// Node to talk to (HOST:PORT); repeat to give several.
+    #[arg(long, global = true, default_value = "127.0.0.1:7101")]
+    addr: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Initialise a new cluster; MEMBER is ID=HOST:PORT (default: this node alone).
+    Init {
+        #[arg(long = "member")]
+        members: Vec<String>,
+    },
+    /// Add a node as a learner and wait until it has caught up.
+    AddLearner {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        node_addr: String,
+    },
+    /// Replace the voter set (comma-separated ids).
+    ChangeMembership {
+        #[arg(long, value_delimiter = ',')]
+        voters: Vec<u64>,
+        /// Keep removed voters as learners.
+        #[arg(long)]
+        retain: bool,
+    },
+    /// Remove a node from the cluster.
+    RemoveNode {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Role, term, indexes, membership and replication lag.
+    Status,
+    /// Build a snapshot now.
+    Snapshot,
+    /// Hash of the state machine with the applied index it reflects.
+    Digest,
+}
+
+#[derive(Subcommand)]
+enum AtomCommand {
+    /// Add a node atom (or merge into the existing one).
+    Add {
+        #[arg(long = "type")]
+        atom_type: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        strength: Option<f64>,
+        #[arg(long)]
+        confidence: Option<f64>,
+    },
+    /// Add a link between atoms (comma-separated ids).
+    Link {
+        #[arg(long = "type")]
+        atom_type: String,
+        #[arg(long, value_delimiter = ',')]
+        outgoing: Vec<u64>,
+        #[arg(long)]
+        strength: Option<f64>,
+        #[arg(long)]
+        confidence: Option<f64>,
+    },
+    /// Read an atom by id.
+    Get { id: u64 },
+    /// Find a node by type and name.
+    Find {
+        #[arg(long = "type")]
+        atom_type: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Cluster { command: ClusterCommand::Up { nodes, base_port, dir } } => {
+            init_logging("info", "pretty");
+            runtime()?.block_on(cluster_up(nodes, base_port, dir))
+        }
+        Command::Demo { dir, base_port } => runtime()?.block_on(demo::run(dir, base_port)),
+        Command::Admin { command, target } => runtime()?.block_on(admin(command, Client::new(target.addr)?)),
+        Command::Atom { command, target } => runtime()?.block_on(atom(command, Client::new(target.addr)?)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+fn init_logging(filter: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides { id: args.node_id, listen: args.listen, data_dir: args.data_dir.clone() };
+    let file =
+        args.config.or_else(|| args.data_dir.map(|d| d.join(cluster::NODE_CONFIG)).filter(|p| p.exists()));
+    let settings = Settings::load(file.as_deref(), &overrides)?;
+    init_logging(&settings.log.filter, &settings.log.format);
+    actix_web::rt::System::new().block_on(node::run(settings))
+}
+
+async fn cluster_up(nodes: u64, base_port: u16, dir: PathBuf) -> anyhow::Result<()> {
+    let (cluster, leader, took) = cluster::up(nodes, base_port, &dir).await?;
+    println!("cluster of {nodes} up in {:.2} s; node {leader} leads", took.as_secs_f64());
+    cluster::print_status(&cluster).await?;
+    println!("Ctrl-C or SIGTERM stops every node.");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    println!("stopping the cluster");
+    cluster.stop(Duration::from_secs(30))
+}
+
+fn print(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+}
+
+async fn admin(command: AdminCommand, client: Client) -> anyhow::Result<()> {
+    let answer = match command {
+        AdminCommand::Init { members } => {
+            let members = members
+                .iter()
+                .map(|m| {
+                    let (id, addr) = m.split_once('=').context("--member must be ID=HOST:PORT")?;
+                    let id = id.parse::<u64>().context("--member id must be a number")?;
+                    Ok((id.to_string(), Value::String(addr.to_string())))
+                })
+                .collect::<anyhow::Result<serde_json::Map<String, Value>>>()?;
+            client.call(Method::POST, "/admin/init", Some(&json!({ "members": members }))).await?
+        }
+        AdminCommand::AddLearner { id, node_addr } => {
+            client
+                .call(Method::POST, "/admin/add-learner", Some(&json!({ "id": id, "addr": node_addr })))
+                .await?
+        }
+        AdminCommand::ChangeMembership { voters, retain } => {
+            let body = json!({ "voters": voters, "retain": retain });
+            client.call(Method::POST, "/admin/change-membership", Some(&body)).await?
+        }
+        AdminCommand::RemoveNode { id } => {
+            client.call(Method::POST, "/admin/remove-node", Some(&json!({ "id": id }))).await?
+        }
+        AdminCommand::Status => client.call(Method::GET, "/admin/status", None).await?,
+        AdminCommand::Snapshot => client.call(Method::POST, "/admin/snapshot", None).await?,
+        AdminCommand::Digest => client.call(Method::GET, "/admin/digest", None).await?,
+    };
+    print(&answer);
+    Ok(())
+}
+
+fn tv(strength: Option<f64>, confidence: Option<f64>) -> Value {
+    match (strength, confidence) {
+        (None, None) => Value::Null,
+        (s, c) => json!({ "strength": s.unwrap_or(1.0), "confidence": c.unwrap_or(0.0) }),
+    }
+}
+
+async fn atom(command: AtomCommand, client: Client) -> anyhow::Result<()> {
+    let answer = match command {
+        AtomCommand::Add { atom_type, name, strength, confidence } => {
+            let body = json!({ "type": atom_type, "name": name, "tv": tv(strength, confidence) });
+            client.call(Method::POST, "/v1/atoms", Some(&body)).await?
+        }
+        AtomCommand::Link { atom_type, outgoing, strength, confidence } => {
+            let body = json!({ "type": atom_type, "outgoing": outgoing, "tv": tv(strength, confidence) });
+            client.call(Method::POST, "/v1/links", Some(&body)).await?
+        }
+        AtomCommand::Get { id } => client.call(Method::GET, &format!("/v1/atoms/{id}"), None).await?,
+        AtomCommand::Find { atom_type, name } => {
+            let query = type_name_query(&atom_type, &name);
+            client.call(Method::GET, &format!("/v1/atoms?{query}"), None).await?
+        }
+    };
+    print(&answer);
+    Ok(())
+}
+
+fn type_name_query(atom_type: &str, name: &str) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    format!("type={}&name={}", enc(atom_type), enc(name))
+}

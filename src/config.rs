@@ -1,0 +1,266 @@
+//! Settings: embedded defaults (`configs/default.toml`) -> a TOML file -> `COGRAFT__SECTION__KEY`
+//! environment variables -> command-line overrides, then `validate()` rejects anything invalid
+//! with a message naming the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use cograft_actors::model::Merge;
+use cograft_actors::raft::RaftSettings;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_TOML: &str = include_str!("../configs/default.toml");
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub node: NodeSettings,
+    pub cluster: ClusterSettings,
+    pub raft: RaftConfig,
+    pub api: ApiSettings,
+    pub storage: StorageSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    pub id: u64,
+    pub listen: String,
+    pub advertise: String,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    pub name: String,
+    pub secret: String,
+    #[serde(default)]
+    pub peer_addr_override: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftConfig {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_after_entries: u64,
+    pub keep_entries_after_snapshot: u64,
+    pub tick_interval_ms: u64,
+    pub write_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub body_limit_bytes: usize,
+    pub max_entry_bytes: usize,
+    pub default_merge: Merge,
+    pub workers: usize,
+    pub ready_max_lag: u64,
+    pub max_list: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    pub read_threads: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: String,
+    pub filter: String,
+}
+
+/// Command-line values that override the file and environment.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Loads defaults -> `file` -> environment -> `overrides`, and validates the result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settings> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment
+            .merge(Env::prefixed("COGRAFT__").split("__"))
+            .merge(Serialized::default("node", overrides));
+        let settings: Settings = figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            anyhow::anyhow!(
+                "invalid configuration{}: {e}",
+                if key.is_empty() { String::new() } else { format!(" at `{key}`") }
+            )
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Rejects values that cannot work, naming the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.node.id == 0 {
+            bail!("node.id must be a positive integer");
+        }
+        self.node
+            .listen
+            .parse::<SocketAddr>()
+            .with_context(|| format!("node.listen {:?} is not HOST:PORT", self.node.listen))?;
+        if !self.node.advertise.is_empty() && !self.node.advertise.contains(':') {
+            bail!("node.advertise {:?} must be HOST:PORT", self.node.advertise);
+        }
+        if self.node.data_dir.as_os_str().is_empty() {
+            bail!("node.data_dir must not be empty");
+        }
+        self.peer_overrides()?;
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_ms {
+            bail!(
+                "raft.election_timeout_min_ms ({}) must exceed raft.heartbeat_ms ({}) and both be positive",
+                r.election_timeout_min_ms,
+                r.heartbeat_ms
+            );
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            bail!(
+                "raft.election_timeout_max_ms ({}) must exceed raft.election_timeout_min_ms ({})",
+                r.election_timeout_max_ms,
+                r.election_timeout_min_ms
+            );
+        }
+        for (key, v) in [
+            ("raft.snapshot_after_entries", r.snapshot_after_entries),
+            ("raft.tick_interval_ms", r.tick_interval_ms),
+            ("raft.write_timeout_ms", r.write_timeout_ms),
+            ("raft.read_timeout_ms", r.read_timeout_ms),
+            ("raft.connect_timeout_ms", r.connect_timeout_ms),
+        ] {
+            if v == 0 {
+                bail!("{key} must be positive");
+            }
+        }
+        if self.api.max_entry_bytes == 0 || self.api.max_entry_bytes > 100 * 1024 {
+            bail!("api.max_entry_bytes must be in 1..=102400: sled writes larger values to blob files it never syncs");
+        }
+        if self.api.body_limit_bytes == 0 || self.api.workers == 0 || self.api.max_list == 0 {
+            bail!("api.body_limit_bytes, api.workers and api.max_list must be positive");
+        }
+        if self.storage.read_threads == 0 {
+            bail!("storage.read_threads must be positive");
+        }
+        if !matches!(self.log.format.as_str(), "pretty" | "json") {
+            bail!("log.format must be \"pretty\" or \"json\", got {:?}", self.log.format);
+        }
+        Ok(())
+    }
+
+    /// The `[cluster.peer_addr_override]` table with parsed node ids.
+    pub fn peer_overrides(&self) -> anyhow::Result<BTreeMap<u64, String>> {
+        self.cluster
+            .peer_addr_override
+            .iter()
+            .map(|(k, v)| {
+                let id = k
+                    .parse::<u64>()
+                    .with_context(|| format!("cluster.peer_addr_override key {k:?} is not a node id"))?;
+                if !v.contains(':') {
+                    bail!("cluster.peer_addr_override.{k} = {v:?} must be HOST:PORT");
+                }
+                Ok((id, v.clone()))
+            })
+            .collect()
+    }
+
+    /// The address peers and clients dial.
+    pub fn advertise(&self) -> String {
+        if self.node.advertise.is_empty() {
+            self.node.listen.clone()
+        } else {
+            self.node.advertise.clone()
+        }
+    }
+
+    pub fn raft_settings(&self) -> RaftSettings {
+        let r = &self.raft;
+        RaftSettings {
+            node_id: self.node.id,
+            cluster_name: self.cluster.name.clone(),
+            heartbeat_ms: r.heartbeat_ms,
+            election_timeout_min_ms: r.election_timeout_min_ms,
+            election_timeout_max_ms: r.election_timeout_max_ms,
+            snapshot_after_entries: r.snapshot_after_entries,
+            keep_entries_after_snapshot: r.keep_entries_after_snapshot,
+            tick_interval: Duration::from_millis(r.tick_interval_ms),
+            write_timeout: Duration::from_millis(r.write_timeout_ms),
+            read_timeout: Duration::from_millis(r.read_timeout_ms),
+        }
+    }
+
+    /// The settings as TOML, with the cluster secret redacted unless `with_secret`.
+    pub fn to_toml(&self, with_secret: bool) -> String {
+        let mut copy = self.clone();
+        if !with_secret && !copy.cluster.secret.is_empty() {
+            copy.cluster.secret = "<redacted>".into();
+        }
+        toml::to_string_pretty(&copy).expect("settings serialise to TOML")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let s = Settings::load(None, &Overrides::default()).unwrap();
+        assert_eq!(s.raft.heartbeat_ms, 100);
+        assert_eq!((s.raft.election_timeout_min_ms, s.raft.election_timeout_max_ms), (500, 1000));
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[raft]\nelection_timeout_max_ms = 100\n").unwrap();
+        let err = Settings::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("raft.election_timeout_max_ms"), "{err}");
+        std::fs::write(&file, "[raft]\nheartbeat = 1\n").unwrap();
+        let err = Settings::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("heartbeat"), "{err}");
+    }
+
+    #[test]
+    fn written_settings_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings::load(None, &Overrides::default()).unwrap();
+        s.cluster.secret = "s3cret".into();
+        s.cluster.peer_addr_override.insert("2".into(), "127.0.0.1:9".into());
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, s.to_toml(true)).unwrap();
+        let back = Settings::load(Some(&file), &Overrides { id: Some(3), ..Default::default() }).unwrap();
+        assert_eq!(back.cluster.secret, "s3cret");
+        assert_eq!(back.node.id, 3);
+        assert_eq!(back.peer_overrides().unwrap()[&2], "127.0.0.1:9");
+    }
+}

@@ -1,0 +1,188 @@
+//! `cograft demo`: a local 3-node cluster, a sample knowledge graph (an animal taxonomy with
+//! inheritance and evaluation links), queries against different nodes, the cluster's status,
+//! and a clean stop.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::cluster;
+
+/// child -> (parent, strength of "child is a parent").
+const TAXONOMY: &str = "\
+animal:living_thing:1.0 plant:living_thing:1.0 fungus:living_thing:1.0 \
+vertebrate:animal:1.0 invertebrate:animal:1.0 mammal:vertebrate:1.0 bird:vertebrate:1.0 \
+reptile:vertebrate:1.0 amphibian:vertebrate:1.0 fish:vertebrate:1.0 insect:invertebrate:1.0 \
+arachnid:invertebrate:1.0 mollusc:invertebrate:1.0 crustacean:invertebrate:1.0 \
+cat:mammal:1.0 dog:mammal:1.0 horse:mammal:1.0 cow:mammal:1.0 whale:mammal:0.98 \
+dolphin:mammal:0.98 bat:mammal:0.97 human:mammal:1.0 mouse:mammal:1.0 elephant:mammal:1.0 \
+platypus:mammal:0.9 kangaroo:mammal:1.0 lion:cat:0.8 tiger:cat:0.8 wolf:dog:0.7 fox:dog:0.6 \
+sparrow:bird:1.0 eagle:bird:1.0 penguin:bird:0.95 ostrich:bird:0.95 owl:bird:1.0 \
+parrot:bird:1.0 chicken:bird:1.0 duck:bird:1.0 snake:reptile:1.0 lizard:reptile:1.0 \
+turtle:reptile:1.0 crocodile:reptile:1.0 frog:amphibian:1.0 salamander:amphibian:1.0 \
+salmon:fish:1.0 shark:fish:1.0 tuna:fish:1.0 goldfish:fish:1.0 bee:insect:1.0 ant:insect:1.0 \
+butterfly:insect:1.0 mosquito:insect:1.0 spider:arachnid:1.0 scorpion:arachnid:1.0 \
+snail:mollusc:1.0 octopus:mollusc:1.0 crab:crustacean:1.0 lobster:crustacean:1.0 \
+oak:tree:1.0 pine:tree:1.0 tree:plant:1.0 rose:flower:1.0 tulip:flower:1.0 flower:plant:1.0 \
+grass:plant:1.0 moss:plant:1.0 mushroom:fungus:1.0 yeast:fungus:1.0 mould:fungus:1.0 \
+pet:animal:0.6 cat:pet:0.8 dog:pet:0.9 goldfish:pet:0.7 parrot:pet:0.6 mouse:pet:0.3 \
+livestock:animal:0.6 cow:livestock:0.95 chicken:livestock:0.9 horse:livestock:0.6";
+
+/// predicate -> concepts it holds for, with strength.
+const PROPERTIES: &str = "\
+has_fur:cat:0.98,dog:0.97,horse:0.9,mouse:0.99,lion:0.98,tiger:0.98,wolf:0.99,fox:0.99,whale:0.01,human:0.3 \
+can_fly:bird:0.9,penguin:0.0,ostrich:0.0,bat:0.95,bee:0.99,butterfly:0.99,mosquito:0.99,eagle:1.0,chicken:0.1 \
+lays_eggs:bird:1.0,reptile:0.95,fish:0.9,platypus:1.0,insect:0.95,frog:1.0,mammal:0.01 \
+lives_in_water:fish:1.0,whale:1.0,dolphin:1.0,octopus:1.0,crab:0.8,frog:0.6,duck:0.5,penguin:0.6 \
+is_domestic:cat:0.95,dog:0.98,cow:0.99,horse:0.9,chicken:0.99,goldfish:0.9,wolf:0.02 \
+is_venomous:snake:0.3,spider:0.5,scorpion:0.9,bee:0.8,octopus:0.1 \
+photosynthesises:plant:1.0,tree:1.0,grass:1.0,moss:1.0,fungus:0.0 \
+has_six_legs:insect:1.0,spider:0.0";
+
+/// Builds the sample graph as batch operations (`"$N"` refers to an earlier op's atom).
+pub fn sample_batches() -> Vec<Value> {
+    let mut concepts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ops: Vec<Value> = Vec::new();
+    let mut concept = |ops: &mut Vec<Value>, name: &str| -> String {
+        let n = *concepts.entry(name.to_string()).or_insert_with(|| {
+            ops.push(json!({ "op": "add_node", "type": "ConceptNode", "name": name, "tv": { "strength": 1.0, "confidence": 0.9 } }));
+            ops.len() - 1
+        });
+        format!("${n}")
+    };
+    for pair in TAXONOMY.split_whitespace() {
+        let mut parts = pair.split(':');
+        let (child, parent, s) =
+            (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or("1"));
+        let (c, p) = (concept(&mut ops, child), concept(&mut ops, parent));
+        let strength: f64 = s.parse().unwrap_or(1.0);
+        ops.push(json!({ "op": "add_link", "type": "InheritanceLink", "outgoing": [c, p], "tv": { "strength": strength, "confidence": 0.9 } }));
+    }
+    let mut lists: BTreeMap<String, String> = BTreeMap::new();
+    for line in PROPERTIES.split_whitespace() {
+        let (predicate, holders) = line.split_once(':').unwrap_or((line, ""));
+        ops.push(json!({ "op": "add_node", "type": "PredicateNode", "name": predicate, "tv": { "strength": 1.0, "confidence": 0.9 } }));
+        let pred = format!("${}", ops.len() - 1);
+        for holder in holders.split(',') {
+            let (name, s) = holder.split_once(':').unwrap_or((holder, "1"));
+            let c = concept(&mut ops, name);
+            let list = lists.entry(name.to_string()).or_insert_with(|| {
+                ops.push(json!({ "op": "add_link", "type": "ListLink", "outgoing": [c] }));
+                format!("${}", ops.len() - 1)
+            });
+            let strength: f64 = s.parse().unwrap_or(1.0);
+            ops.push(json!({ "op": "add_link", "type": "EvaluationLink", "outgoing": [pred, list], "tv": { "strength": strength, "confidence": 0.8 } }));
+        }
+    }
+    vec![json!({ "ops": ops })]
+}
+
+/// Runs the demo end to end.
+pub async fn run(dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("clearing the demo directory {}", dir.display()))?;
+    }
+    println!("== starting a 3-node cluster in {} (ports {base_port}..{})", dir.display(), base_port + 2);
+    let (cluster, leader, took) = cluster::up(3, base_port, &dir).await?;
+    println!("   node {leader} leads, {:.2} s after launch", took.as_secs_f64());
+    let addrs = cluster.addrs();
+    let client = cluster.client()?;
+    let follower = addrs.iter().find(|a| **a != addrs[(leader - 1) as usize]).cloned().unwrap_or_default();
+
+    println!("== loading the sample knowledge graph through follower {follower} (forwarded to the leader)");
+    let started = Instant::now();
+    let mut atoms = 0;
+    for batch in sample_batches() {
+        let answer = crate::client::Client::new(vec![follower.clone()])?
+            .call(Method::POST, "/v1/batch", Some(&batch))
+            .await?;
+        atoms += answer["results"].as_array().map(Vec::len).unwrap_or(0);
+        println!(
+            "   batch of {} ops committed at log index {}",
+            batch["ops"].as_array().map(Vec::len).unwrap_or(0),
+            answer["index"]
+        );
+    }
+    println!("   {atoms} atoms in {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+
+    for (i, addr) in addrs.iter().enumerate() {
+        let node = crate::client::Client::new(vec![addr.clone()])?;
+        let found = node.call(Method::GET, "/v1/atoms?type=ConceptNode&name=cat", None).await?;
+        let cat = &found["atoms"][0];
+        let incoming = node.call(Method::GET, &format!("/v1/atoms/{}/incoming", cat["id"]), None).await?;
+        let links = incoming["incoming"].as_array().cloned().unwrap_or_default();
+        println!(
+            "== node {} (linearizable read at applied index {}): cat is atom {} and appears in {} links",
+            i + 1,
+            incoming["applied_index"],
+            cat["id"],
+            links.len()
+        );
+        if i == 0 {
+            let parents =
+                links.iter().filter(|l| l["type"] == "InheritanceLink" && l["outgoing"][0] == cat["id"]);
+            for link in parents {
+                let parent =
+                    node.call(Method::GET, &format!("/v1/atoms/{}", link["outgoing"][1]), None).await?;
+                println!(
+                    "     cat -> {} (strength {})",
+                    parent["name"].as_str().unwrap_or("?"),
+                    link["tv"]["strength"]
+                );
+            }
+        }
+    }
+
+    println!("== compare-and-set on a named value of 'cat'");
+    let cat = client.call(Method::GET, "/v1/atoms?type=ConceptNode&name=cat", None).await?["atoms"][0]["id"]
+        .clone();
+    let path = format!("/v1/atoms/{cat}/values/lives");
+    let first = client.request(Method::PUT, &path, Some(&json!({ "value": 9, "expect": null }))).await?;
+    let second = client.request(Method::PUT, &path, Some(&json!({ "value": 8, "expect": null }))).await?;
+    println!(
+        "   set lives=9 if absent: HTTP {}; again with lives=8 if absent: HTTP {} {}",
+        first.status, second.status, second.body["current"]
+    );
+
+    println!("== an agent session and an observation");
+    let session = client
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(&json!({ "ttl_ms": 60000, "metadata": { "agent": "demo" } })),
+        )
+        .await?;
+    client
+        .call(Method::POST, "/v1/observations", Some(&json!({ "subject": "demo.query", "success": true, "duration_ms": 12, "bytes": 512, "message": "taxonomy lookup" })))
+        .await?;
+    let stats = client.call(Method::GET, "/v1/observations/stats?subject=demo.query", None).await?;
+    println!(
+        "   session {} is {}; demo.query: {} observation(s), success rate {}",
+        session["id"], session["status"], stats["count"], stats["success_rate"]
+    );
+
+    println!("== cluster status");
+    cluster::print_status(&cluster).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut digests = Vec::new();
+    for addr in &addrs {
+        let d =
+            crate::client::Client::new(vec![addr.clone()])?.call(Method::GET, "/admin/digest", None).await?;
+        digests.push(format!(
+            "node {} index {} {}",
+            d["node_id"],
+            d["applied_index"],
+            &d["digest"].as_str().unwrap_or("")[..16]
+        ));
+    }
+    println!("   state digests: {}", digests.join(" | "));
+    println!("== stopping the nodes (SIGTERM)");
+    cluster.stop(Duration::from_secs(30))?;
+    println!("demo finished; data kept in {}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Starts one node: opens sled, starts the Raft and storage actors, binds HTTP, then waits for
+//! SIGTERM/SIGINT and shuts down in logged phases (not ready -> stop accepting and drain ->
+//! stop Raft -> flush -> exit).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use cograft_actors::health::node_checks::{
+    AppliedCaughtUp, LeaderKnown, RaftAlive, Serving, StorageAlive, StorageWritable,
+};
+use cograft_actors::health::{HealthChecks, Metrics};
+use cograft_actors::raft::actor::{Shutdown, WatchMetrics};
+use cograft_actors::raft::{PeerNetwork, RaftActor};
+use cograft_actors::storage::actor::StorageActor;
+use cograft_actors::storage::reads::GraphReader;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::api::{self, AppState};
+use crate::config::Settings;
+
+/// How long in-flight requests may finish after shutdown begins.
+const DRAIN_TIMEOUT_SECS: u64 = 10;
+
+/// Runs a node until SIGTERM/SIGINT. Call inside an actix System.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    let data_dir = settings.node.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let metrics = Arc::new(Metrics::new());
+    let stores = cograft_actors::storage::open(&data_dir, metrics.clone())?;
+    let committed = stores.log.committed_index();
+    let peers = PeerNetwork::new(
+        settings.cluster.secret.clone(),
+        settings.peer_overrides()?,
+        Duration::from_millis(settings.raft.connect_timeout_ms),
+    );
+    let (raft, raft_arbiter) = RaftActor::spawn(
+        settings.raft_settings(),
+        stores.log.clone(),
+        stores.state_machine.clone(),
+        peers,
+        metrics.clone(),
+    )
+    .await?;
+    let storage =
+        StorageActor::start_pool(GraphReader::new(stores.core.clone()), settings.storage.read_threads);
+    let raft_metrics = raft.send(WatchMetrics).await?;
+    let serving = Arc::new(AtomicBool::new(true));
+
+    let health = HealthChecks::default();
+    health.register(Arc::new(RaftAlive(raft.clone())));
+    health.register(Arc::new(StorageAlive(storage.clone())));
+    health.register(Arc::new(Serving(serving.clone())));
+    health.register(Arc::new(LeaderKnown(raft_metrics.clone())));
+    health.register(Arc::new(StorageWritable(stores.db.clone())));
+    health.register(Arc::new(AppliedCaughtUp {
+        metrics: raft_metrics.clone(),
+        committed: committed.clone(),
+        max_lag: settings.api.ready_max_lag,
+    }));
+
+    let state = web::Data::new(AppState {
+        node_id: settings.node.id,
+        settings: settings.clone(),
+        raft: raft.clone(),
+        storage,
+        metrics,
+        health,
+        serving: serving.clone(),
+        db: stores.db.clone(),
+    });
+    let body_limit = settings.api.body_limit_bytes;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::JsonConfig::default().limit(body_limit).error_handler(api::error::json_error))
+            .wrap(api::json_errors())
+            .wrap(from_fn(api::record_http))
+            .configure(api::configure)
+    })
+    .workers(settings.api.workers)
+    .disable_signals()
+    .shutdown_timeout(DRAIN_TIMEOUT_SECS)
+    .bind(&settings.node.listen)
+    .with_context(|| format!("binding {}", settings.node.listen))?
+    .run();
+    let handle = server.handle();
+    let server_task = actix_web::rt::spawn(server);
+    tracing::info!(node_id = settings.node.id, listen = %settings.node.listen, data_dir = %data_dir.display(), "node started");
+
+    let reason = tokio::select! {
+        signal = wait_for_signal() => signal?,
+        ended = server_task => format!("the HTTP server stopped: {ended:?}"),
+    };
+    tracing::info!(%reason, "shutdown: phase 1/4, marking not ready");
+    serving.store(false, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        "shutdown: phase 2/4, stop accepting and drain in-flight requests (up to {DRAIN_TIMEOUT_SECS} s)"
+    );
+    handle.stop(true).await;
+    tracing::info!("shutdown: phase 3/4, stopping Raft");
+    if let Err(e) = raft.send(Shutdown).await? {
+        tracing::warn!(error = %e, "raft shutdown reported an error");
+    }
+    tracing::info!("shutdown: phase 4/4, flushing storage");
+    stores.log.sync().await.context("final flush of the data directory")?;
+    raft_arbiter.stop();
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<String> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM".to_string(),
+        _ = int.recv() => "SIGINT".to_string(),
+    })
+}

@@ -1,0 +1,1 @@
+//! Black-box cluster tests: real `cograft` processes on loopback ports in temp dirs.
