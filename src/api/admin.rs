@@ -10,13 +10,12 @@ use openraft::ChangeMembers;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::{self, ApiError};
+use super::error::ApiError;
 use super::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
-            .app_data(web::JsonConfig::default().error_handler(error::json_error))
             .route("/init", web::post().to(init))
             .route("/add-learner", web::post().to(add_learner))
             .route("/change-membership", web::post().to(change_membership))

@@ -1,1 +1,10 @@
-//! Black-box cluster tests: real `cograft` processes on loopback ports in temp dirs.
+//! Black-box cluster tests: real `cograft` processes on loopback ports in temp dirs, one
+//! cluster at a time. Each module is a scenario.
+
+mod bad_input;
+mod failover;
+mod harness;
+mod lifecycle;
+mod membership;
+mod replication;
+mod semantics;

@@ -9,7 +9,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageError, StorageIOError};
@@ -20,7 +20,7 @@ use crate::health::Metrics;
 use crate::typ::{Entry, LogId, Vote};
 use crate::TypeConfig;
 
-const KEY_VOTE: &[u8] = b"vote";
+use super::manifest::{self, KEY_VOTE};
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 const KEY_COMMITTED: &[u8] = b"committed";
 
@@ -103,13 +103,27 @@ impl LogStore {
     }
 }
 
+/// How often the flusher records durable progress in the manifest.
+const MANIFEST_INTERVAL: Duration = Duration::from_secs(1);
+
 fn run_flusher(db: Db, data_file: Arc<File>, rx: mpsc::Receiver<FlushRequest>, metrics: Arc<Metrics>) {
+    let data_dir = db.dir.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let mut manifest_written = Instant::now() - MANIFEST_INTERVAL;
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
+        let explicit_sync = waiting.iter().any(|r| matches!(r, FlushRequest::Sync { .. }));
+        // Observed before the flush, so the flush makes what it records durable.
+        let observed = manifest::observe(&db);
         let started = Instant::now();
-        let result = flush_durably(&db, &data_file).map(|_| ());
+        let mut result = flush_durably(&db, &data_file).map(|_| ());
         metrics.log_flush_seconds.observe(started.elapsed().as_secs_f64());
+        // An explicit sync (vote, shutdown) records the manifest before it answers; appends
+        // are answered first and the manifest follows at most once a second.
+        if result.is_ok() && explicit_sync {
+            result = observed.as_ref().map_err(clone_err).and_then(|m| manifest::write(&data_dir, m));
+            manifest_written = Instant::now();
+        }
         let entries: usize = waiting
             .iter()
             .map(|r| match r {
@@ -121,8 +135,7 @@ fn run_flusher(db: Db, data_file: Arc<File>, rx: mpsc::Receiver<FlushRequest>, m
             metrics.log_flush_batch_entries.observe(entries as f64);
         }
         for request in waiting {
-            let outcome =
-                result.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string()));
+            let outcome = result.as_ref().map(|_| ()).map_err(clone_err);
             match request {
                 FlushRequest::Append { callback, .. } => callback.log_io_completed(outcome),
                 FlushRequest::Sync { done } => {
@@ -130,7 +143,17 @@ fn run_flusher(db: Db, data_file: Arc<File>, rx: mpsc::Receiver<FlushRequest>, m
                 }
             }
         }
+        if result.is_ok() && manifest_written.elapsed() >= MANIFEST_INTERVAL {
+            if let Err(e) = observed.and_then(|m| manifest::write(&data_dir, &m)) {
+                tracing::error!(error = %e, "could not record durable progress in the manifest");
+            }
+            manifest_written = Instant::now();
+        }
     }
+}
+
+fn clone_err(e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), e.to_string())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {

@@ -5,6 +5,7 @@
 pub mod actor;
 pub mod graph;
 pub mod log_store;
+pub mod manifest;
 pub mod reads;
 pub mod snapshot;
 pub mod staged;
@@ -177,7 +178,12 @@ pub struct Stores {
 
 /// Opens (or creates) all of a node's storage under `data_dir`.
 pub fn open(data_dir: &Path, metrics: Arc<crate::health::Metrics>) -> Result<Stores> {
+    let corrupted = |cause: String| Error::Corrupted { dir: data_dir.to_path_buf(), cause };
+    let durable = manifest::read(data_dir).map_err(|e| corrupted(e.to_string()))?;
     let db = Db::open(data_dir)?;
+    if let Some(durable) = &durable {
+        manifest::verify(&db, durable).map_err(corrupted)?;
+    }
     let storage_err = |e: std::io::Error| Error::Storage { dir: db.dir.clone(), cause: e.to_string() };
     let log = LogStore::open(db.clone(), metrics.clone()).map_err(storage_err)?;
     let core =

@@ -28,7 +28,6 @@ const MAX_KEY_LEN: usize = 128;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
-            .app_data(web::JsonConfig::default().error_handler(error::json_error))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .configure(atoms::configure)

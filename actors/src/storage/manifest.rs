@@ -1,0 +1,99 @@
+//! The durability manifest: a small file beside sled recording how far this node's state was
+//! known to be durable (applied index, vote term). sled 0.34 recovers silently from damaged
+//! files by dropping everything after the damage, or starts empty when its files are
+//! unreadable; comparing what sled recovered with the manifest turns that silent loss into a
+//! refusal to start. The flusher rewrites the manifest at most once a second, always after an
+//! fdatasync that covered the values it records, and at every explicit sync (votes, shutdown).
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::graph::META_LAST_APPLIED;
+use super::{decode, Db, Table};
+use crate::typ::{LogId, Vote};
+
+const FILE: &str = "MANIFEST.json";
+const FORMAT: u32 = 1;
+pub const KEY_VOTE: &[u8] = b"vote";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// The state machine had applied at least this far, durably.
+    pub applied_index: u64,
+    /// The saved vote was at least this term, durably.
+    pub vote_term: u64,
+}
+
+fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join(FILE)
+}
+
+/// Reads the manifest, if the directory has one.
+pub fn read(data_dir: &Path) -> io::Result<Option<Manifest>> {
+    match fs::read(path(data_dir)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{FILE}: {e}"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the manifest durably (tmp -> fsync -> rename -> fsync of the directory).
+pub fn write(data_dir: &Path, manifest: &Manifest) -> io::Result<()> {
+    let tmp = data_dir.join(format!("{FILE}.tmp"));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(manifest).map_err(io::Error::other)?)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path(data_dir))?;
+    File::open(data_dir)?.sync_all()
+}
+
+/// What sled holds now (call before a flush: after it, these values are durable).
+pub fn observe(db: &Db) -> io::Result<Manifest> {
+    let applied: Option<LogId> =
+        match db.table(Table::Meta).get(META_LAST_APPLIED).map_err(io::Error::other)? {
+            Some(bytes) => decode(&bytes, "last applied")?,
+            None => None,
+        };
+    let vote: Option<Vote> = match db.raft_meta.get(KEY_VOTE).map_err(io::Error::other)? {
+        Some(bytes) => Some(decode(&bytes, "vote")?),
+        None => None,
+    };
+    Ok(Manifest {
+        format: FORMAT,
+        applied_index: applied.map(|l| l.index).unwrap_or(0),
+        vote_term: vote.map(|v| v.leader_id.term).unwrap_or(0),
+    })
+}
+
+/// Checks that sled recovered at least what the manifest says was durable.
+pub fn verify(db: &Db, manifest: &Manifest) -> Result<(), String> {
+    if manifest.format != FORMAT {
+        return Err(format!("{FILE} has format {}, this build reads {FORMAT}", manifest.format));
+    }
+    let had_data = manifest.applied_index > 0 || manifest.vote_term > 0;
+    if had_data && !db.sled.was_recovered() {
+        return Err("sled found no database, but this directory held a node's data".into());
+    }
+    let now = observe(db).map_err(|e| e.to_string())?;
+    if now.applied_index < manifest.applied_index {
+        return Err(format!(
+            "sled recovered the state up to index {} but index {} had been made durable: sled dropped data",
+            now.applied_index, manifest.applied_index
+        ));
+    }
+    if now.vote_term < manifest.vote_term {
+        return Err(format!(
+            "sled recovered a vote of term {} but term {} had been saved",
+            now.vote_term, manifest.vote_term
+        ));
+    }
+    Ok(())
+}

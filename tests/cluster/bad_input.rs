@@ -1,0 +1,198 @@
+//! Bad input never panics a node nor changes state: malformed JSON and MessagePack, wrong
+//! types, unknown ids and routes, oversized bodies, unicode edge cases. Each answers a JSON
+//! `{error, detail}` and leaves the state digest unchanged.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::harness::{Cluster, Reply, SECRET};
+
+fn assert_json_error(r: &Reply, status: u16, what: &str) {
+    assert_eq!(r.status, status, "{what}: {r:?}");
+    assert!(r.body["error"].is_string(), "{what}: no error field: {r:?}");
+    assert!(r.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{what}: no detail: {r:?}");
+}
+
+#[test]
+fn bad_input_gets_a_json_error_and_changes_nothing() {
+    let c = Cluster::start(3, &[]);
+    let atom = c.add_atom(1, "anchor").body["id"].as_u64().unwrap();
+    let before = c.converged(&[1, 2, 3]);
+
+    let json_type = "application/json";
+    let cases: Vec<(Reply, u16, &str)> = vec![
+        (
+            c.raw(
+                2,
+                Method::POST,
+                "/v1/atoms",
+                json_type,
+                b"{\"type\": \"ConceptNode\", \"name\": ".to_vec(),
+            ),
+            400,
+            "truncated JSON",
+        ),
+        (c.raw(2, Method::POST, "/v1/atoms", json_type, vec![0xff, 0xfe, 0x00]), 400, "binary garbage"),
+        (
+            c.raw(
+                2,
+                Method::POST,
+                "/v1/atoms",
+                json_type,
+                b"{\"type\":\"ConceptNode\",\"name\":\"\xc3\x28\"}".to_vec(),
+            ),
+            400,
+            "invalid UTF-8",
+        ),
+        (c.raw(2, Method::POST, "/v1/atoms", "text/plain", b"hello".to_vec()), 415, "wrong content type"),
+        (c.post(1, "/v1/atoms", json!({ "type": 5, "name": "x" })), 400, "number as type"),
+        (c.post(1, "/v1/atoms", json!({ "type": "ConceptNode", "name": ["x"] })), 400, "array as name"),
+        (
+            c.post(
+                1,
+                "/v1/atoms",
+                json!({ "type": "ConceptNode", "name": "x", "tv": { "strength": 2.0, "confidence": 0.1 } }),
+            ),
+            400,
+            "strength out of range",
+        ),
+        (
+            c.post(1, "/v1/atoms", json!({ "type": "Concept Node", "name": "x" })),
+            400,
+            "type not an identifier",
+        ),
+        (c.post(1, "/v1/atoms", json!({ "type": "ConceptNode", "name": "" })), 400, "empty name"),
+        (
+            c.post(1, "/v1/atoms", json!({ "type": "ConceptNode", "name": "x", "colour": "red" })),
+            400,
+            "unknown field",
+        ),
+        (
+            c.post(1, "/v1/atoms", json!({ "type": "ConceptNode", "name": "x", "merge": "average" })),
+            400,
+            "unknown merge",
+        ),
+        (c.post(3, "/v1/links", json!({ "type": "ListLink", "outgoing": [] })), 400, "empty link"),
+        (
+            c.post(3, "/v1/links", json!({ "type": "ListLink", "outgoing": [atom, 987654] })),
+            404,
+            "link to unknown id",
+        ),
+        (
+            c.post(3, "/v1/links", json!({ "type": "ListLink", "outgoing": ["$0"] })),
+            400,
+            "reference outside a batch",
+        ),
+        (c.post(3, "/v1/batch", json!({ "ops": [] })), 400, "empty batch"),
+        (
+            c.post(
+                3,
+                "/v1/batch",
+                json!({ "ops": [{ "op": "add_link", "type": "ListLink", "outgoing": ["$1"] }] }),
+            ),
+            400,
+            "forward reference",
+        ),
+        (c.post(3, "/v1/batch", json!({ "ops": [{ "op": "explode" }] })), 400, "unknown op"),
+        (c.get(1, "/v1/atoms/987654"), 404, "unknown id"),
+        (c.get(1, "/v1/atoms/abc"), 400, "non-numeric id"),
+        (c.get(1, "/v1/atoms/-1"), 400, "negative id"),
+        (c.get(1, "/v1/atoms/99999999999999999999999"), 400, "id overflow"),
+        (c.get(1, &format!("/v1/atoms/{atom}/values/none")), 404, "missing value"),
+        (c.get(1, &format!("/v1/atoms/{atom}?consistency=sometimes")), 400, "bad consistency"),
+        (c.get(1, "/v1/atoms?type=ConceptNode&limit=many"), 400, "bad limit"),
+        (c.call(1, Method::DELETE, "/v1/atoms/987654", None, None), 404, "delete unknown"),
+        (
+            c.call(
+                1,
+                Method::PUT,
+                "/v1/atoms/987654/tv",
+                Some(json!({ "strength": 0.5, "confidence": 0.5 })),
+                None,
+            ),
+            404,
+            "tv of unknown",
+        ),
+        (
+            c.call(
+                1,
+                Method::PUT,
+                &format!("/v1/atoms/{atom}/tv"),
+                Some(json!({ "strength": "high" })),
+                None,
+            ),
+            400,
+            "tv wrong type",
+        ),
+        (c.post(1, &format!("/v1/atoms/{atom}/stimulate"), json!({ "sti": "lots" })), 400, "sti wrong type"),
+        (
+            c.call(1, Method::PATCH, "/v1/sessions/424242", Some(json!({ "status": "idle" })), None),
+            404,
+            "unknown session",
+        ),
+        (c.post(1, "/v1/sessions", json!({ "ttl_ms": -5 })), 400, "negative ttl"),
+        (c.post(1, "/v1/observations", json!({ "subject": "", "success": true })), 400, "empty subject"),
+        (
+            c.post(1, "/v1/observations", json!({ "subject": "s", "success": "yes" })),
+            400,
+            "success not a bool",
+        ),
+        (
+            c.call(
+                1,
+                Method::POST,
+                "/v1/atoms",
+                Some(json!({ "type": "ConceptNode", "name": "k" })),
+                Some(&"k".repeat(200)),
+            ),
+            400,
+            "long idempotency key",
+        ),
+        (c.get(1, "/v1/nothing-here"), 404, "unknown route"),
+        (c.call(1, Method::PATCH, "/v1/atoms", None, None), 404, "unknown method"),
+        (
+            c.raw(1, Method::POST, "/v1/atoms", json_type, vec![b' '; 2 * 1024 * 1024]),
+            413,
+            "body over the limit",
+        ),
+        (
+            c.raw(1, Method::POST, "/raft/append", "application/msgpack", vec![0xc1, 0x00]),
+            401,
+            "raft without the secret",
+        ),
+        (c.post(1, "/admin/add-learner", json!({ "id": "four" })), 400, "admin wrong type"),
+        (c.post(1, "/admin/init", json!({ "members": { "1": "127.0.0.1:1" } })), 409, "init twice"),
+    ];
+    for (reply, status, what) in &cases {
+        assert_json_error(reply, *status, what);
+    }
+
+    // Malformed MessagePack with the right secret.
+    let r = c
+        .http
+        .post(format!("http://{}/raft/append", c.addr(2)))
+        .header("x-cograft-cluster-secret", SECRET)
+        .body(vec![0x93, 0xc1, 0xff, 0x00])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: serde_json::Value = r.json().unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("MessagePack"), "{body}");
+
+    c.converged(&[1, 2, 3]);
+    for node in 1..=3 {
+        assert_eq!(c.digest(node).1, before, "bad input changed node {node}'s state");
+    }
+
+    // Unicode edge cases are data, not errors: stored and found exactly.
+    for name in ["猫", "🐈‍⬛", "e\u{301}", "\u{202e}reversed", "zero\u{200b}width", "nul\u{0}byte"] {
+        let r = c.add_atom(2, name);
+        assert_eq!(r.status, 201, "{name:?}: {r:?}");
+        let got = c.get(3, &format!("/v1/atoms/{}", r.body["id"]));
+        assert_eq!(got.body["name"], name);
+    }
+    // Every node is still healthy.
+    for node in 1..=3 {
+        assert_eq!(c.get(node, "/healthz").status, 200);
+    }
+}
