@@ -3,7 +3,7 @@ CARGO ?= cargo
 JOBS ?= 2
 BIN := target/debug/cograft
 
-.PHONY: all deps build demo test lint unit cluster-tests clean-demo
+.PHONY: all deps build demo test lint unit cluster-tests bench clean-demo
 
 all: build
 
@@ -33,6 +33,12 @@ cluster-tests: deps
 	$(CARGO) test -j$(JOBS) --test cluster -- --test-threads=1
 
 test: lint unit cluster-tests
+
+# Criterion benches (each with a reference measured in the same run), then the cluster figures.
+bench: deps
+	$(CARGO) bench -j$(JOBS) -p cograft --bench storage
+	$(CARGO) build -j$(JOBS) --release -p cograft
+	./target/release/cograft bench
 
 clean-demo:
 	rm -rf .demo

@@ -36,6 +36,24 @@ enum Command {
         #[arg(long, default_value_t = 7301)]
         base_port: u16,
     },
+    /// Measure a fresh local cluster: time to leader, write latency, group commit, failover.
+    Bench {
+        #[arg(long, default_value = "target/bench-cluster")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 7501)]
+        base_port: u16,
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Sequential single-client writes.
+        #[arg(long, default_value_t = 1000)]
+        writes: usize,
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Writes spread over the concurrent writers.
+        #[arg(long, default_value_t = 6400)]
+        concurrent_writes: usize,
+    },
     /// Cluster administration.
     Admin {
         #[command(subcommand)]
@@ -166,6 +184,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(cluster_up(nodes, base_port, dir))
         }
         Command::Demo { dir, base_port } => runtime()?.block_on(demo::run(dir, base_port)),
+        Command::Bench { dir, base_port, nodes, writes, concurrency, concurrent_writes } => {
+            let args =
+                crate::bench::BenchArgs { dir, base_port, nodes, writes, concurrency, concurrent_writes };
+            runtime()?.block_on(crate::bench::run(args))
+        }
         Command::Admin { command, target } => runtime()?.block_on(admin(command, Client::new(target.addr)?)),
         Command::Atom { command, target } => runtime()?.block_on(atom(command, Client::new(target.addr)?)),
     }

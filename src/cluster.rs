@@ -28,6 +28,8 @@ pub struct LocalNode {
     pub addr: String,
     pub dir: PathBuf,
     child: Child,
+    /// Killed on purpose (kill9); `stop` leaves it out.
+    killed: bool,
 }
 
 /// A set of local nodes this process started.
@@ -45,8 +47,18 @@ impl LocalCluster {
         Client::new(self.addrs())
     }
 
+    /// kill -9 of one node (for failover measurements); it stays down.
+    pub fn kill9(&mut self, id: u64) -> anyhow::Result<()> {
+        let node = self.nodes.iter_mut().find(|n| n.id == id).context("no such node")?;
+        node.child.kill()?;
+        node.child.wait()?;
+        node.killed = true;
+        Ok(())
+    }
+
     /// Sends SIGTERM to every node and waits for each to exit (SIGKILL after `grace`).
     pub fn stop(mut self, grace: Duration) -> anyhow::Result<()> {
+        self.nodes.retain(|n| !n.killed);
         for node in &self.nodes {
             let _ = kill(Pid::from_raw(node.child.id() as i32), Signal::SIGTERM);
         }
@@ -141,7 +153,7 @@ pub fn spawn_node(exe: &Path, settings: &Settings) -> anyhow::Result<LocalNode> 
         .process_group(0)
         .spawn()
         .with_context(|| format!("starting {}", exe.display()))?;
-    Ok(LocalNode { id: settings.node.id, addr: settings.advertise(), dir, child })
+    Ok(LocalNode { id: settings.node.id, addr: settings.advertise(), dir, child, killed: false })
 }
 
 /// Starts every node, initialises the cluster if it is new, and waits for a leader.

@@ -41,6 +41,11 @@ pub struct Reply {
     pub body: Value,
 }
 
+/// Holds the one-cluster-at-a-time lock for tests that start nodes without [`Cluster`].
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -59,7 +64,7 @@ pub fn wait_until<T>(what: &str, patience: Duration, mut probe: impl FnMut() -> 
 impl Cluster {
     /// Starts `n` nodes with extra `COGRAFT__...` settings, initialises them, waits for a leader.
     pub fn start(n: u64, env: &[(&str, &str)]) -> Cluster {
-        let lock = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = exclusive();
         let mut cluster = Cluster {
             dir: TempDir::new().unwrap(),
             nodes: BTreeMap::new(),
@@ -115,6 +120,22 @@ impl Cluster {
             cmd.env(k, v);
         }
         cmd.spawn().expect("start cograft")
+    }
+
+    /// Starts node `id` expecting it to exit by itself; answers its exit status (kills it and
+    /// fails the test if it is still running after `patience`).
+    pub fn start_expecting_exit(&self, id: u64, patience: Duration) -> ExitStatus {
+        let mut child = self.spawn(id);
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("node {id} was expected to exit but still ran after {patience:?}");
     }
 
     pub fn addr(&self, id: u64) -> String {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{wait_until, Cluster};
+use crate::harness::Cluster;
 
 #[test]
 fn sigterm_exits_zero_and_the_restarted_cluster_keeps_every_atom() {
@@ -56,9 +56,7 @@ fn a_node_with_a_damaged_data_file_refuses_to_start() {
     bytes[third..(third + 4096).min(len)].fill(0xff);
     std::fs::write(&data_file, bytes).unwrap();
 
-    let mut child = c.spawn(victim);
-    let status =
-        wait_until("the damaged node to exit", Duration::from_secs(30), || child.try_wait().unwrap());
+    let status = c.start_expecting_exit(victim, Duration::from_secs(30));
     assert!(!status.success(), "a node on a damaged directory started");
     let log = c.log_of(victim);
     assert!(log.contains("is damaged"), "no damage message in the log:\n{log}");

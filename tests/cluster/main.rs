@@ -6,5 +6,6 @@ mod failover;
 mod harness;
 mod lifecycle;
 mod membership;
+mod operations;
 mod replication;
 mod semantics;
