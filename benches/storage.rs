@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use cograft_actors::command::{Command, Proposal};
+use cograft_actors::command::{Command, Proposal, ProposalBatch};
 use cograft_actors::health::Metrics;
 use cograft_actors::model::{Merge, TruthValue};
 use cograft_actors::storage;
@@ -39,7 +39,7 @@ fn apply(c: &mut Criterion) {
                 let entries: Vec<_> = (next..next + RUN)
                     .map(|i| openraft::Entry {
                         log_id: LogId::new(LeaderId::new(1, 1), i),
-                        payload: EntryPayload::Normal(proposal(i)),
+                        payload: EntryPayload::Normal(ProposalBatch { proposals: vec![proposal(i)] }),
                     })
                     .collect();
                 next += RUN;

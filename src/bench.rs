@@ -92,8 +92,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let concurrent_secs = started.elapsed().as_secs_f64();
     let after = metrics_text(&client, &leader_addr).await?;
-    let (sum0, count0) = histogram_totals(&before, "cograft_log_flush_batch_entries");
-    let (sum1, count1) = histogram_totals(&after, "cograft_log_flush_batch_entries");
+    let (sum0, count0) = histogram_totals(&before, "cograft_log_flush_batch_writes");
+    let (sum1, count1) = histogram_totals(&after, "cograft_log_flush_batch_writes");
     let mean_batch = (sum1 - sum0) / (count1 - count0).max(1.0);
     let throughput = (per_writer * args.concurrency) as f64 / concurrent_secs;
 
@@ -121,7 +121,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "concurrent_writers": args.concurrency,
         "concurrent_writes": per_writer * args.concurrency,
         "concurrent_writes_per_sec": throughput,
-        "mean_group_commit_entries": mean_batch,
+        "mean_writes_per_fsync": mean_batch,
         "leader_kill_to_next_ack_ms": failover_ms,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -132,7 +132,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 fn summary(r: &Value) {
     println!(
         "\n{} nodes: leader {:.0} ms after launch; single-client write median {:.2} ms, p99 {:.2} ms; \
-         {} writers: {:.0} writes/s, mean group commit {:.1} entries; kill -9 of the leader to next \
+         {} writers: {:.0} writes/s, mean group commit {:.1} writes per fsync; kill -9 of the leader to next \
          acknowledged write {:.0} ms",
         r["nodes"],
         r["launch_to_leader_ms"].as_f64().unwrap_or(0.0),
@@ -140,7 +140,7 @@ fn summary(r: &Value) {
         r["write_latency_ms"]["p99"].as_f64().unwrap_or(0.0),
         r["concurrent_writers"],
         r["concurrent_writes_per_sec"].as_f64().unwrap_or(0.0),
-        r["mean_group_commit_entries"].as_f64().unwrap_or(0.0),
+        r["mean_writes_per_fsync"].as_f64().unwrap_or(0.0),
         r["leader_kill_to_next_ack_ms"].as_f64().unwrap_or(0.0),
     );
 }

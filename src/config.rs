@@ -57,6 +57,7 @@ pub struct RaftConfig {
     pub write_timeout_ms: u64,
     pub read_timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    pub max_in_flight: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -155,6 +156,7 @@ impl Settings {
             ("raft.write_timeout_ms", r.write_timeout_ms),
             ("raft.read_timeout_ms", r.read_timeout_ms),
             ("raft.connect_timeout_ms", r.connect_timeout_ms),
+            ("raft.max_in_flight", r.max_in_flight as u64),
         ] {
             if v == 0 {
                 bail!("{key} must be positive");
@@ -214,6 +216,8 @@ impl Settings {
             tick_interval: Duration::from_millis(r.tick_interval_ms),
             write_timeout: Duration::from_millis(r.write_timeout_ms),
             read_timeout: Duration::from_millis(r.read_timeout_ms),
+            max_in_flight: r.max_in_flight,
+            max_entry_bytes: self.api.max_entry_bytes,
         }
     }
 

@@ -22,6 +22,21 @@ pub struct Proposal {
     pub command: Command,
 }
 
+/// One log entry's payload: independent proposals that share one append and one fsync. openraft
+/// 0.9 appends one entry at a time and waits for its flush, so batching proposals into an entry
+/// is what lets concurrent writers share an fsync (group commit). Each proposal still applies
+/// on its own, all-or-nothing, with its own idempotency key and result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProposalBatch {
+    pub proposals: Vec<Proposal>,
+}
+
+/// What applying a [`ProposalBatch`] answers: one result per proposal, in order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchResults {
+    pub results: Vec<CommandResult>,
+}
+
 /// Refers to an atom in a link's outgoing set: an id, or the result of an earlier batch op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

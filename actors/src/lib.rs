@@ -22,10 +22,10 @@ pub fn now_ms() -> u64 {
 }
 
 openraft::declare_raft_types!(
-    /// cograft's Raft types: log payload `Proposal`, apply result `CommandResult`.
+    /// cograft's Raft types: log payload `ProposalBatch`, apply result `BatchResults`.
     pub TypeConfig:
-        D = command::Proposal,
-        R = command::CommandResult,
+        D = command::ProposalBatch,
+        R = command::BatchResults,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

@@ -141,7 +141,7 @@ fn probes_metrics_and_admin_cli() {
         "cograft_raft_elections_total",
         "cograft_log_append_seconds_count",
         "cograft_log_flush_seconds_count",
-        "cograft_log_flush_batch_entries_count",
+        "cograft_log_flush_batch_writes_count",
         "cograft_apply_seconds_count",
         "cograft_http_requests_total{method=\"POST\",route=\"/v1/atoms\",status=\"201\"} 1",
         "# EOF",

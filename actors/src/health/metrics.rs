@@ -35,7 +35,7 @@ pub struct Metrics {
     pub raft_leader_changes: Counter,
     pub log_append_seconds: Histogram,
     pub log_flush_seconds: Histogram,
-    pub log_flush_batch_entries: Histogram,
+    pub log_flush_batch_writes: Histogram,
     pub apply_seconds: Histogram,
     pub apply_batch_entries: Histogram,
     pub snapshot_build_seconds: Histogram,
@@ -66,7 +66,7 @@ impl Metrics {
             raft_leader_changes: Counter::default(),
             log_append_seconds: seconds(),
             log_flush_seconds: seconds(),
-            log_flush_batch_entries: counts(),
+            log_flush_batch_writes: counts(),
             apply_seconds: seconds(),
             apply_batch_entries: counts(),
             snapshot_build_seconds: seconds(),
@@ -94,9 +94,9 @@ impl Metrics {
                 m.log_flush_seconds.clone(),
             );
             r.register(
-                "log_flush_batch_entries",
-                "Appends made durable by one flush (group commit size)",
-                m.log_flush_batch_entries.clone(),
+                "log_flush_batch_writes",
+                "Client writes made durable by one flush + fdatasync (group commit size)",
+                m.log_flush_batch_writes.clone(),
             );
             r.register(
                 "apply_seconds",

@@ -14,6 +14,7 @@ use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message, Respo
 use openraft::{ChangeMembers, ServerState};
 use tokio::sync::{oneshot, watch};
 
+use super::batcher::Batcher;
 use super::network::PeerNetwork;
 use super::ops::{self, status_of};
 use crate::command::{Command, Proposal};
@@ -42,6 +43,10 @@ pub struct RaftSettings {
     pub write_timeout: Duration,
     /// How long a linearizable read may wait for its barrier.
     pub read_timeout: Duration,
+    /// Entries a leader keeps in flight before it batches waiting proposals into one.
+    pub max_in_flight: usize,
+    /// Largest encoded entry (proposals are batched up to this size).
+    pub max_entry_bytes: usize,
 }
 
 /// Proposes a client write; forwards it to the leader when this node is not the leader.
@@ -122,6 +127,7 @@ pub struct Shutdown;
 
 pub struct RaftActor {
     raft: Raft,
+    batcher: Arc<Batcher>,
     settings: Arc<RaftSettings>,
     peers: PeerNetwork,
     metrics: Arc<Metrics>,
@@ -154,8 +160,10 @@ impl RaftActor {
         arbiter.spawn(async move {
             let started =
                 Raft::new(settings.node_id, Arc::new(config), peers.clone(), log, state_machine).await;
-            let answer =
-                started.map(|raft| RaftActor { raft, settings: Arc::new(settings), peers, metrics }.start());
+            let answer = started.map(|raft| {
+                let batcher = Batcher::new(raft.clone(), settings.max_in_flight, settings.max_entry_bytes);
+                RaftActor { raft, batcher, settings: Arc::new(settings), peers, metrics }.start()
+            });
             let _ = tx.send(answer.map_err(|e| Error::Raft(e.to_string())));
         });
         let addr = rx.await.map_err(|_| Error::Raft("the Raft arbiter stopped while starting".into()))??;
@@ -178,11 +186,11 @@ impl Actor for RaftActor {
             if !act.is_leader() {
                 return;
             }
-            let raft = act.raft.clone();
+            let batcher = act.batcher.clone();
             let time_ms = crate::now_ms();
             actix::spawn(async move {
                 let tick = Proposal { key: String::new(), time_ms, command: Command::Tick };
-                if let Err(e) = raft.client_write(tick).await {
+                if let Err(e) = batcher.submit(tick).await {
                     tracing::debug!(error = %e, "tick not committed");
                 }
             });
@@ -193,7 +201,7 @@ impl Actor for RaftActor {
 impl Handler<Write> for RaftActor {
     type Result = ResponseFuture<Result<WriteOutcome>>;
     fn handle(&mut self, msg: Write, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(ops::write(self.raft.clone(), self.peers.clone(), self.settings.clone(), msg.0))
+        Box::pin(ops::write(self.batcher.clone(), self.peers.clone(), self.settings.clone(), msg.0))
     }
 }
 
@@ -232,10 +240,10 @@ impl Handler<InstallSnapshot> for RaftActor {
 impl Handler<ForwardedWrite> for RaftActor {
     type Result = ResponseFuture<std::result::Result<WriteOutcome, RaftError<ClientWriteError>>>;
     fn handle(&mut self, msg: ForwardedWrite, _: &mut Context<Self>) -> Self::Result {
-        let (raft, me) = (self.raft.clone(), self.settings.node_id);
+        let (batcher, me) = (self.batcher.clone(), self.settings.node_id);
         Box::pin(async move {
-            let response = raft.client_write(msg.0).await?;
-            Ok(WriteOutcome { index: response.log_id.index, leader_id: me, result: response.data })
+            let (index, result) = batcher.submit(msg.0).await?;
+            Ok(WriteOutcome { index, leader_id: me, result })
         })
     }
 }

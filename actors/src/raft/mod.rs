@@ -2,6 +2,7 @@
 //! peer client it uses to reach other nodes (`network`), and the RPC paths they share.
 
 pub mod actor;
+pub mod batcher;
 pub mod network;
 mod ops;
 

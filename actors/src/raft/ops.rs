@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::time::{sleep, timeout_at, Instant};
 
 use super::actor::RaftSettings;
+use super::batcher::Batcher;
 use super::network::PeerNetwork;
 use super::path;
 use crate::command::{CommandResult, Proposal};
@@ -121,7 +122,7 @@ fn backoff(attempt: u32) -> Duration {
 /// Commits `proposal`, here if this node leads, else through the leader. Retries through
 /// elections until `write_timeout`; a retry is safe because the proposal keeps its idempotency key.
 pub async fn write(
-    raft: Raft,
+    batcher: Arc<Batcher>,
     peers: PeerNetwork,
     settings: Arc<RaftSettings>,
     proposal: Proposal,
@@ -131,14 +132,10 @@ pub async fn write(
     let mut last_error = Error::NoLeader("no leader was known before the write timeout".into());
     loop {
         attempt += 1;
-        let leader = match timeout_at(deadline, raft.client_write(proposal.clone())).await {
+        let leader = match timeout_at(deadline, batcher.submit(proposal.clone())).await {
             Err(_) => return Err(timed_out(&settings, last_error)),
-            Ok(Ok(response)) => {
-                return Ok(WriteOutcome {
-                    index: response.log_id.index,
-                    leader_id: settings.node_id,
-                    result: response.data,
-                })
+            Ok(Ok((index, result))) => {
+                return Ok(WriteOutcome { index, leader_id: settings.node_id, result })
             }
             Ok(Err(RaftError::APIError(CwError::ForwardToLeader(f)))) => f.leader_id.zip(f.leader_node),
             Ok(Err(RaftError::APIError(CwError::ChangeMembershipError(e)))) => {

@@ -1,6 +1,8 @@
-//! The Raft log and vote in sled, with group commit. `append` writes entries into sled and
-//! returns; one flusher thread loops `flush()` -> fdatasync of sled's data file -> completes
-//! every `LogFlushed` callback that was waiting, so concurrent appends share one fsync.
+//! The Raft log and vote in sled. `append` writes entries into sled and returns; one flusher
+//! thread loops `flush()` -> fdatasync of sled's data file -> completes every `LogFlushed`
+//! callback that was waiting, so appends that arrive during a flush share the next one.
+//! (openraft 0.9.25 awaits each append's callback before the next, so on the leader the real
+//! group commit comes from batching proposals into one entry: see `raft::batcher`.)
 //! `save_vote` goes through the same thread and returns only once the vote is durable.
 
 use std::fmt::Debug;
@@ -27,7 +29,7 @@ const KEY_COMMITTED: &[u8] = b"committed";
 /// Work for the flusher thread.
 enum FlushRequest {
     /// Complete this callback once everything written before it is durable.
-    Append { callback: LogFlushed<TypeConfig>, entries: usize },
+    Append { callback: LogFlushed<TypeConfig>, writes: usize },
     /// Answer once everything written before it is durable.
     Sync { done: oneshot::Sender<std::io::Result<()>> },
 }
@@ -124,15 +126,15 @@ fn run_flusher(db: Db, data_file: Arc<File>, rx: mpsc::Receiver<FlushRequest>, m
             result = observed.as_ref().map_err(clone_err).and_then(|m| manifest::write(&data_dir, m));
             manifest_written = Instant::now();
         }
-        let entries: usize = waiting
+        let writes: usize = waiting
             .iter()
             .map(|r| match r {
-                FlushRequest::Append { entries, .. } => *entries,
+                FlushRequest::Append { writes, .. } => *writes,
                 FlushRequest::Sync { .. } => 0,
             })
             .sum();
-        if entries > 0 {
-            metrics.log_flush_batch_entries.observe(entries as f64);
+        if writes > 0 {
+            metrics.log_flush_batch_writes.observe(writes as f64);
         }
         for request in waiting {
             let outcome = result.as_ref().map(|_| ()).map_err(clone_err);
@@ -233,13 +235,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = sled::Batch::default();
         let mut count = 0;
         for entry in entries {
+            // Group commit is counted in client writes: one entry may carry many proposals.
+            count += match &entry.payload {
+                openraft::EntryPayload::Normal(proposals) => proposals.proposals.len(),
+                _ => 1,
+            };
             batch.insert(&be(entry.log_id.index), encode(&entry));
-            count += 1;
         }
         self.db.log.apply_batch(batch).map_err(write_err)?;
         self.metrics.log_append_seconds.observe(started.elapsed().as_secs_f64());
         self.flusher
-            .send(FlushRequest::Append { callback, entries: count })
+            .send(FlushRequest::Append { callback, writes: count })
             .map_err(|_| write_err("the flusher thread stopped"))
     }
 

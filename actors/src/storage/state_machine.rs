@@ -16,7 +16,7 @@ use super::graph::{self, META_CLOCK, META_LAST_APPLIED, META_MEMBERSHIP};
 use super::snapshot::{decode_body, encode_body, Rows, SnapshotFiles};
 use super::staged::Staged;
 use super::{be, decode, encode, flush_durably, from_be, Db, Table};
-use crate::command::{CommandResult, Proposal};
+use crate::command::{BatchResults, CommandResult, Proposal};
 use crate::health::Metrics;
 use crate::typ::{Entry, LogId, SnapshotMeta, StoredMembership};
 use crate::TypeConfig;
@@ -100,7 +100,7 @@ impl StateMachineCore {
     }
 
     /// Applies a run of entries in one transaction and returns one result per entry.
-    pub fn apply(&self, entries: Vec<Entry>) -> io::Result<Vec<CommandResult>> {
+    pub fn apply(&self, entries: Vec<Entry>) -> io::Result<Vec<BatchResults>> {
         let Some(last) = entries.last().map(|e| e.log_id) else { return Ok(Vec::new()) };
         let started = Instant::now();
         let _guard = self.lock();
@@ -109,20 +109,28 @@ impl StateMachineCore {
             st.get(Table::Meta, META_CLOCK).map_err(io::Error::other)?.map(|v| from_be(&v)).unwrap_or(0);
         let mut results = Vec::with_capacity(entries.len());
         for entry in &entries {
-            let result = match &entry.payload {
-                EntryPayload::Blank => CommandResult::Noop,
+            let mut answers = BatchResults::default();
+            match &entry.payload {
+                EntryPayload::Blank => {}
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m.clone());
                     st.put(Table::Meta, META_MEMBERSHIP, encode(&stored));
-                    CommandResult::Noop
                 }
-                EntryPayload::Normal(proposal) => {
-                    clock = clock.max(proposal.time_ms);
-                    self.apply_proposal(&mut st, entry.log_id.index, clock, proposal)?
+                EntryPayload::Normal(batch) => {
+                    for proposal in &batch.proposals {
+                        clock = clock.max(proposal.time_ms);
+                        answers.results.push(self.apply_proposal(
+                            &mut st,
+                            entry.log_id.index,
+                            clock,
+                            proposal,
+                        )?);
+                        st.keep();
+                    }
                 }
-            };
+            }
             st.keep();
-            results.push(result);
+            results.push(answers);
         }
         st.put(Table::Meta, META_CLOCK, be(clock));
         st.put(Table::Meta, META_LAST_APPLIED, encode(&Some(last)));
@@ -301,7 +309,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.blocking(sm_err, |core| Ok((core.last_applied()?, core.membership()?))).await
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError<u64>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResults>, StorageError<u64>>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
