@@ -1,0 +1,189 @@
+//! cograft-chaos: runs the chaos suite against a local cograft cluster (`run`) or the same
+//! register workload against etcd as a control (`etcd-control`), prints a summary, writes the
+//! JSON report, and exits non-zero when a check fails.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use cograft_chaos::linearizability::Budget;
+use cograft_chaos::nemesis::FaultKind;
+use cograft_chaos::run::{run, RunConfig};
+
+#[derive(Parser)]
+#[command(name = "cograft-chaos", about = "Fault injection and linearizability checking for cograft")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run workloads against a local cograft cluster while injecting faults.
+    Run {
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Seconds of faults and load.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Schedule seed (default: the current time); a failing run prints it.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Comma-separated: kill, pause, partition, delay, drop, membership, kill-all, all.
+        #[arg(long, default_value = "all", value_delimiter = ',')]
+        faults: Vec<String>,
+        /// The cograft binary to test.
+        #[arg(long, default_value = "target/debug/cograft")]
+        bin: PathBuf,
+        /// Working directory (wiped first).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 12)]
+        register_clients: usize,
+        #[arg(long, default_value_t = 4)]
+        keys: usize,
+        #[arg(long, default_value_t = 4)]
+        set_clients: usize,
+        /// Client request timeout, in milliseconds.
+        #[arg(long, default_value_t = 6000)]
+        timeout_ms: u64,
+        /// Where to write the JSON report.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// The control: the same register workload and checker against a 3-member etcd under
+    /// kill -9 and pause faults. Must PASS.
+    EtcdControl {
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value = "/usr/bin/etcd")]
+        etcd: PathBuf,
+        #[arg(long, default_value = "target/chaos/etcd-control")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 12)]
+        clients: usize,
+        #[arg(long, default_value_t = 4)]
+        keys: usize,
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+}
+
+fn seed_or_now(seed: Option<u64>) -> u64 {
+    seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1)
+    })
+}
+
+fn write_report(path: Option<PathBuf>, report: &impl serde::Serialize) {
+    if let Some(path) = path {
+        let json = serde_json::to_string_pretty(report).expect("report serialises");
+        if let Err(e) = std::fs::write(&path, json) {
+            eprintln!("error: writing {}: {e}", path.display());
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = match cli.command {
+        Cmd::Run {
+            nodes,
+            duration,
+            seed,
+            faults,
+            bin,
+            dir,
+            register_clients,
+            keys,
+            set_clients,
+            timeout_ms,
+            report,
+        } => {
+            let seed = seed_or_now(seed);
+            let mut kinds = Vec::new();
+            for name in &faults {
+                match FaultKind::parse(name) {
+                    Some(k) => kinds.extend(k),
+                    None => {
+                        eprintln!("error: unknown fault {name:?}; use kill, pause, partition, delay, drop, membership, kill-all or all");
+                        std::process::exit(2);
+                    }
+                }
+            }
+            kinds.sort();
+            kinds.dedup();
+            let replay = format!(
+                "cargo run -p cograft-chaos -- run --nodes {nodes} --duration {duration} --seed {seed} --faults {} --bin {}",
+                faults.join(","),
+                bin.display()
+            );
+            let cfg = RunConfig {
+                dir: dir.unwrap_or_else(|| PathBuf::from(format!("target/chaos/run-{nodes}-{seed}"))),
+                bin,
+                nodes,
+                duration: Duration::from_secs(duration),
+                seed,
+                faults: kinds,
+                register_clients,
+                keys,
+                set_clients,
+                request_timeout: Duration::from_millis(timeout_ms),
+                checker_budget: Budget { max_states: 50_000_000, deadline: Duration::from_secs(60) },
+                replay: replay.clone(),
+            };
+            match runtime.block_on(run(cfg)) {
+                Ok(r) => {
+                    println!("{}", r.summary());
+                    write_report(report, &r);
+                    i32::from(!r.valid)
+                }
+                Err(e) => {
+                    eprintln!("error: the chaos run could not complete: {e:#}\nreplay: {replay}");
+                    1
+                }
+            }
+        }
+        Cmd::EtcdControl { duration, seed, etcd, dir, clients, keys, report } => {
+            let seed = seed_or_now(seed);
+            let run =
+                cograft_chaos::etcd::control(&etcd, &dir, Duration::from_secs(duration), seed, clients, keys);
+            match runtime.block_on(run) {
+                Ok(r) => {
+                    let bad: Vec<String> = r
+                        .keys
+                        .iter()
+                        .filter(|v| !v.passed())
+                        .map(|v| format!("{} {:?}", v.key, v.result))
+                        .collect();
+                    println!(
+                        "etcd control: {:.0} s, seed {}, {} faults; {} offered, {} ok, {} failed, {} unknown; {}; verdict: {}",
+                        r.duration_s,
+                        r.seed,
+                        r.faults.len(),
+                        r.offered,
+                        r.ok,
+                        r.failed,
+                        r.unknown,
+                        if bad.is_empty() { "all keys linearizable".to_string() } else { bad.join(", ") },
+                        if r.valid { "PASS" } else { "FAIL" }
+                    );
+                    write_report(report, &r);
+                    i32::from(!r.valid)
+                }
+                Err(e) => {
+                    eprintln!("error: the etcd control could not complete: {e:#}");
+                    1
+                }
+            }
+        }
+    };
+    std::process::exit(code);
+}
