@@ -34,6 +34,13 @@ fn writes_through_any_node_are_read_linearizably_from_every_node() {
             assert_eq!(found.body["atoms"][0]["id"].as_u64(), Some(*id), "{found:?}");
         }
     }
+    // A list capped by `limit` says so.
+    let page = c.get(3, "/v1/atoms?type=ConceptNode&limit=5");
+    assert_eq!(page.body["atoms"].as_array().map(Vec::len), Some(5));
+    assert_eq!((page.body["limit"].as_u64(), page.body["truncated"].as_bool()), (Some(5), Some(true)));
+    let all = c.get(3, "/v1/atoms?type=ConceptNode&limit=1000");
+    assert_eq!(all.body["atoms"].as_array().map(Vec::len), Some(written.len()));
+    assert_eq!(all.body["truncated"], false);
     let stale = c.get(2, &format!("/v1/atoms/{}?consistency=stale", written[0].0));
     assert_eq!(stale.status, 200);
     assert!(stale.body["applied_index"].as_u64().is_some());

@@ -113,15 +113,20 @@ async fn find_atoms(state: State, q: web::Query<FindParams>) -> Result<HttpRespo
     let q = q.into_inner();
     validate_type_name(&q.atom_type).map_err(ApiError::bad_request)?;
     let params = ReadParams { consistency: q.consistency };
+    // `limit` is capped at api.max_list; the answer says which limit applied and whether more
+    // atoms matched, so a client never mistakes a capped list for the whole.
     let limit = q.limit.unwrap_or(100).min(state.settings.api.max_list);
-    let (atoms, index) = match q.name {
+    let (mut atoms, index) = match q.name {
         Some(name) => {
             let atom_type = q.atom_type;
             read(&state, &params, move |r| Ok(r.find_node(&atom_type, &name)?.into_iter().collect())).await?
         }
-        None => read(&state, &params, move |r| r.of_type(&q.atom_type, limit)).await?,
+        None => read(&state, &params, move |r| r.of_type(&q.atom_type, limit.saturating_add(1))).await?,
     };
-    Ok(HttpResponse::Ok().json(json!({ "atoms": atoms, "applied_index": index })))
+    let truncated = atoms.len() > limit;
+    atoms.truncate(limit);
+    Ok(HttpResponse::Ok()
+        .json(json!({ "atoms": atoms, "limit": limit, "truncated": truncated, "applied_index": index })))
 }
 
 async fn incoming(
