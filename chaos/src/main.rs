@@ -51,6 +51,13 @@ enum Cmd {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// Re-checks a recorded history (JSON `{entries: [...]}`) for linearizability.
+    Check {
+        file: PathBuf,
+        /// Most (placed set, state) configurations per key.
+        #[arg(long, default_value_t = 50_000_000)]
+        max_states: u64,
+    },
     /// The control: the same register workload and checker against a 3-member etcd under
     /// kill -9 and pause faults. Must PASS.
     EtcdControl {
@@ -150,6 +157,26 @@ fn main() {
                     1
                 }
             }
+        }
+        Cmd::Check { file, max_states } => {
+            let history: cograft_chaos::history::History = match std::fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("error: reading {}: {e}", file.display());
+                    std::process::exit(2);
+                }
+            };
+            let report = cograft_chaos::linearizability::check_history(
+                &history,
+                Budget { max_states, deadline: Duration::from_secs(600) },
+            );
+            for v in &report.verdicts {
+                println!("{}: {} ops, {} states: {:?}", v.key, v.ops_checked, v.states_explored, v.result);
+            }
+            i32::from(!report.valid)
         }
         Cmd::EtcdControl { duration, seed, etcd, dir, clients, keys, report } => {
             let seed = seed_or_now(seed);

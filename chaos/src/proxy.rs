@@ -43,6 +43,8 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+use crate::rng::Rng;
+
 /// Largest chunk read (and so delayed or dropped as one message) at a time.
 pub const CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks a direction of one connection may hold in its delay queue before reads stop.
@@ -348,44 +350,5 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, link: Arc<Link>)
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
-    }
-}
-
-/// xorshift64*: tiny and seeded, enough to draw delays and drops replayably.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        // Spread the seed and keep the state non-zero (zero is xorshift's fixed point).
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// True with `probability`: always at >= 1, never at <= 0 or NaN.
-    fn chance(&mut self, probability: f64) -> bool {
-        self.unit() < probability
-    }
-
-    /// `mean` ± uniform `jitter`, floored at zero.
-    fn jittered(&mut self, mean: Duration, jitter: Duration) -> Duration {
-        let jitter_nanos = u64::try_from(jitter.as_nanos()).unwrap_or(u64::MAX / 2).min(u64::MAX / 2);
-        let offset = match jitter_nanos {
-            0 => 0,
-            j => self.next_u64() % (2 * j + 1),
-        };
-        mean.saturating_add(Duration::from_nanos(offset)).saturating_sub(Duration::from_nanos(jitter_nanos))
     }
 }

@@ -88,6 +88,8 @@ pub struct Report {
     pub offered_ops_per_sec: f64,
     pub valid: bool,
     pub replay: String,
+    /// Where the operations of failing keys were written, if any failed.
+    pub history_file: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,6 +147,7 @@ impl Report {
             leader_kill_to_next_ack,
             valid,
             replay: cfg.replay.clone(),
+            history_file: None,
         }
     }
 
@@ -185,6 +188,9 @@ impl Report {
         );
         if !self.valid {
             out.push_str(&format!("\n  replay: {}", self.replay));
+        }
+        if let Some(file) = &self.history_file {
+            out.push_str(&format!("\n  failing keys' operations: {file} (cograft-chaos check {file})"));
         }
         out
     }

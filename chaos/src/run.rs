@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cluster::ChaosCluster;
-use crate::history::Recorder;
+use crate::history::{History, Recorder};
 use crate::linearizability::{check_history, Budget};
 use crate::nemesis::{count_by_kind, FaultKind, Nemesis};
 use crate::report::{failover_times, Report, SetReport};
@@ -65,12 +65,26 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
     };
     let history = recorder.finish();
     let checked = check_history(&history, cfg.checker_budget);
+    // The operations of every key that failed, so the verdict can be re-checked offline
+    // (`cograft-chaos check FILE`).
+    let failing: Vec<&str> =
+        checked.verdicts.iter().filter(|v| !v.passed()).map(|v| v.key.as_str()).collect();
+    let history_file = if failing.is_empty() {
+        None
+    } else {
+        let path = cfg.dir.join("history-failing-keys.json");
+        let kept = History {
+            entries: history.entries.iter().filter(|e| failing.contains(&e.key.as_str())).cloned().collect(),
+        };
+        std::fs::write(&path, serde_json::to_vec(&kept)?)?;
+        Some(path.display().to_string())
+    };
     let unclean = cluster.stop();
 
     let set = SetReport::new(&tally, present);
     let kills: Vec<Instant> =
         events.iter().filter(|e| e.kind == FaultKind::KillLeader).filter_map(|e| e.started).collect();
-    Ok(Report::new(
+    let mut report = Report::new(
         &cfg,
         elapsed,
         count_by_kind(&events),
@@ -82,5 +96,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         unclean,
         converged.map_err(|e| e.to_string()),
         failover_times(&kills, &tally.ack_times),
-    ))
+    );
+    report.history_file = history_file;
+    Ok(report)
 }
