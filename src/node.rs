@@ -33,6 +33,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let metrics = Arc::new(Metrics::new());
     let stores = cograft_actors::storage::open(&data_dir, metrics.clone())?;
+    if stores.log.forget_leadership(settings.node.id)? {
+        tracing::info!(
+            "this node led before it stopped; it will stand for election again instead of resuming"
+        );
+    }
     let committed = stores.log.committed_index();
     let peers = PeerNetwork::new(
         settings.cluster.secret.clone(),

@@ -74,6 +74,27 @@ impl LogStore {
         self.committed.clone()
     }
 
+    /// Forgets, durably, that this node led before it stopped: a committed vote for itself
+    /// becomes an uncommitted one (same term, same candidate, so it still never votes twice).
+    ///
+    /// openraft 0.9.25 resumes leadership at start-up when the saved vote is committed for this
+    /// node (`Engine::startup`), reusing the term's first log id as its no-op. Its read index is
+    /// then max(that no-op, the commit index it recovered), and the recovered commit index can
+    /// lag what the cluster acknowledged before the crash: linearizable reads served right after
+    /// the restart missed acknowledged writes (found by the chaos suite after "kill every node").
+    /// Without the committed vote the node must win a new election, whose fresh no-op makes the
+    /// read index cover everything committed before. Call before Raft starts.
+    pub fn forget_leadership(&self, node_id: u64) -> std::io::Result<bool> {
+        let Some(mut vote) = self.get_meta::<Vote>(KEY_VOTE).map_err(io_err)? else { return Ok(false) };
+        if !(vote.committed && vote.leader_id.node_id == node_id) {
+            return Ok(false);
+        }
+        vote.committed = false;
+        self.db.raft_meta.insert(KEY_VOTE, encode(&vote)).map_err(io_err)?;
+        flush_durably(&self.db, &self.data_file)?;
+        Ok(true)
+    }
+
     /// Makes every write so far durable, from the flusher thread.
     pub async fn sync(&self) -> std::io::Result<()> {
         let (done, wait) = oneshot::channel();
