@@ -288,25 +288,13 @@ async fn atom(command: AtomCommand, client: Client) -> anyhow::Result<()> {
         }
         AtomCommand::Get { id } => client.call(Method::GET, &format!("/v1/atoms/{id}"), None).await?,
         AtomCommand::Find { atom_type, name } => {
-            let query = type_name_query(&atom_type, &name);
-            client.call(Method::GET, &format!("/v1/atoms?{query}"), None).await?
+            let url = reqwest::Url::parse_with_params(
+                "http://node/v1/atoms",
+                [("type", atom_type.as_str()), ("name", name.as_str())],
+            )?;
+            client.call(Method::GET, &format!("/v1/atoms?{}", url.query().unwrap_or_default()), None).await?
         }
     };
     print(&answer);
     Ok(())
-}
-
-fn type_name_query(atom_type: &str, name: &str) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect::<String>()
-    };
-    format!("type={}&name={}", enc(atom_type), enc(name))
 }

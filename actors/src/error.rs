@@ -22,9 +22,6 @@ pub enum Error {
     /// No leader is known right now (election in progress or no quorum).
     #[error("no leader is known: {0}")]
     NoLeader(String),
-    /// The cluster is not initialised yet.
-    #[error("the cluster is not initialised: run `cograft admin init`")]
-    NotInitialized,
     /// `init` on a node that already has a membership.
     #[error("the cluster is already initialised")]
     AlreadyInitialized,

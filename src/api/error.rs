@@ -91,7 +91,6 @@ impl From<Error> for ApiError {
             Error::NotFound { .. } => status(StatusCode::NOT_FOUND, "not_found"),
             Error::Rejected(r) => r.into(),
             Error::NoLeader(_) => status(StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
-            Error::NotInitialized => status(StatusCode::SERVICE_UNAVAILABLE, "not_initialized"),
             Error::AlreadyInitialized => status(StatusCode::CONFLICT, "already_initialized"),
             Error::NotLeader { leader_id, leader_addr } => {
                 status(StatusCode::MISDIRECTED_REQUEST, "not_leader")

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::graph::{link_key, node_key, observation_key, value_key};
+use super::graph::{node_key, observation_key, value_key};
 use super::{be, decode, from_be, StateMachineCore, Table};
 use crate::error::{Error, Result};
 use crate::model::{Atom, AtomId, Observation, ObservationStats, Session, SessionStatus};
@@ -60,10 +60,6 @@ impl GraphReader {
 
     pub fn find_node(&self, atom_type: &str, name: &str) -> Result<Option<Atom>> {
         self.by_index(Table::NodeIndex, &node_key(atom_type, name))
-    }
-
-    pub fn find_link(&self, atom_type: &str, outgoing: &[AtomId]) -> Result<Option<Atom>> {
-        self.by_index(Table::LinkIndex, &link_key(atom_type, outgoing))
     }
 
     /// Atoms of one type, in id order of their index keys, at most `limit`.
@@ -144,10 +140,5 @@ impl GraphReader {
 
     pub fn digest(&self) -> Result<(u64, String)> {
         self.core.digest().map_err(storage(&self.core))
-    }
-
-    /// Number of atoms (a full scan of the atom table's keys).
-    pub fn atom_count(&self) -> usize {
-        self.core.db.table(Table::Atoms).len()
     }
 }
