@@ -29,8 +29,6 @@ const DRAIN_TIMEOUT_SECS: u64 = 10;
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let data_dir = settings.node.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let metrics = Arc::new(Metrics::new());
     let stores = cograft_actors::storage::open(&data_dir, metrics.clone())?;
     if stores.log.forget_leadership(settings.node.id)? {

@@ -11,6 +11,8 @@ use crate::model::{
 pub const MAX_NAME_LEN: usize = 16 * 1024;
 /// Most operations in one batch.
 pub const MAX_BATCH_OPS: usize = 1000;
+/// Most members of one link.
+pub const MAX_OUTGOING: usize = 4096;
 
 /// One log entry's payload: the command plus what makes apply deterministic and idempotent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -170,6 +172,11 @@ pub enum Rejection {
     CasFailed { current: Option<serde_json::Value> },
     #[error("session {id} is closed")]
     SessionClosed { id: u64 },
+    #[error(
+        "deleting atom {id} would remove more than {limit} atoms (it and the links that contain \
+         it); delete those links first, in pages of GET /v1/atoms/{id}/incoming"
+    )]
+    CascadeTooLarge { id: AtomId, limit: usize },
     #[error("batch op {op} failed: {cause}")]
     InBatch { op: usize, cause: Box<Rejection> },
 }
@@ -198,8 +205,11 @@ impl Command {
             }
             Command::AddLink { atom_type, outgoing, tv, .. } => {
                 validate_type_name(atom_type)?;
-                if outgoing.is_empty() {
-                    return Err("a link needs at least one outgoing atom".into());
+                if outgoing.is_empty() || outgoing.len() > MAX_OUTGOING {
+                    return Err(format!(
+                        "a link needs 1..={MAX_OUTGOING} outgoing atoms, got {}",
+                        outgoing.len()
+                    ));
                 }
                 outgoing.iter().try_for_each(check_ref)?;
                 tv.map(|tv| tv.validate()).transpose()?;

@@ -38,6 +38,9 @@ pub enum Error {
          add-learner`) so it copies a snapshot from the leader"
     )]
     Corrupted { dir: PathBuf, cause: String },
+    /// The data directory was written in a format this build does not read.
+    #[error("the data directory {dir} cannot be used by this build: {cause}")]
+    Format { dir: PathBuf, cause: String },
     #[error("raft: {0}")]
     Raft(String),
     #[error("peer {peer}: {cause}")]

@@ -58,6 +58,32 @@ enum Cmd {
         #[arg(long, default_value_t = 50_000_000)]
         max_states: u64,
     },
+    /// Runs one node under strace with near-limit batches and snapshots, checks that every
+    /// acknowledged write found what it depended on synced, then simulates the power cut the
+    /// trace describes (never-synced files deleted) and checks every acknowledged write survived.
+    Durability {
+        #[arg(long, default_value = "target/debug/cograft")]
+        bin: PathBuf,
+        #[arg(long, default_value = "/usr/bin/strace")]
+        strace: PathBuf,
+        /// Working directory (wiped first).
+        #[arg(long, default_value = "target/chaos/durability")]
+        dir: PathBuf,
+        /// Batches written before the clean restart.
+        #[arg(long, default_value_t = 150)]
+        batches: usize,
+        /// Batches written after it, before the kill -9.
+        #[arg(long, default_value_t = 75)]
+        batches_after_restart: usize,
+        #[arg(long, default_value_t = 6)]
+        nodes_per_batch: usize,
+        #[arg(long, default_value_t = 15 * 1024)]
+        name_bytes: usize,
+        #[arg(long, default_value_t = 20)]
+        snapshot_every: usize,
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// The control: the same register workload and checker against a 3-member etcd under
     /// kill -9 and pause faults. Must PASS.
     EtcdControl {
@@ -177,6 +203,48 @@ fn main() {
                 println!("{}: {} ops, {} states: {:?}", v.key, v.ops_checked, v.states_explored, v.result);
             }
             i32::from(!report.valid)
+        }
+        Cmd::Durability {
+            bin,
+            strace,
+            dir,
+            batches,
+            batches_after_restart,
+            nodes_per_batch,
+            name_bytes,
+            snapshot_every,
+            report,
+        } => {
+            let cfg = cograft_chaos::durability::AuditConfig {
+                bin,
+                strace,
+                dir,
+                batches: (batches, batches_after_restart),
+                nodes_per_batch,
+                name_bytes,
+                snapshot_every: snapshot_every.max(1),
+            };
+            match runtime.block_on(cograft_chaos::durability::run(cfg)) {
+                Ok(r) => {
+                    println!("{}", r.summary());
+                    for v in r.first_violations.iter().take(5) {
+                        println!(
+                            "  e.g. {} ({}) written at trace line {}, not synced before the answer to {:?} at line {}",
+                            v.path.display(),
+                            v.what,
+                            v.written_at,
+                            v.ack.request,
+                            v.ack.answered_at
+                        );
+                    }
+                    write_report(report, &r);
+                    i32::from(!r.valid)
+                }
+                Err(e) => {
+                    eprintln!("error: the durability audit could not complete: {e:#}");
+                    1
+                }
+            }
         }
         Cmd::EtcdControl { duration, seed, etcd, dir, clients, keys, report } => {
             let seed = seed_or_now(seed);

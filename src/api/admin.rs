@@ -63,8 +63,46 @@ async fn add_learner(state: State, body: web::Json<LearnerBody>) -> Result<HttpR
     if id == 0 || !addr.contains(':') {
         return Err(ApiError::bad_request("id must be positive and addr HOST:PORT"));
     }
+    check_format_of(&addr).await?;
     let index = state.raft.send(AddLearner { id, addr }).await??;
     Ok(HttpResponse::Ok().json(json!({ "added_learner": id, "index": index })))
+}
+
+/// Refuses a new member whose build reads another data format (it could not apply our log).
+async fn check_format_of(addr: &str) -> Result<(), ApiError> {
+    let unreachable = |e: String| {
+        ApiError::new(
+            actix_web::http::StatusCode::BAD_GATEWAY,
+            "peer_unreachable",
+            format!("could not ask {addr} for its status before adding it: {e}"),
+        )
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| unreachable(e.to_string()))?;
+    let status: serde_json::Value = client
+        .get(format!("http://{addr}/admin/status"))
+        .send()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?
+        .json()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let theirs = status["format"].as_u64();
+    let ours = u64::from(cograft_actors::storage::manifest::FORMAT);
+    if theirs != Some(ours) {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "format_mismatch",
+            format!(
+                "{addr} runs data format {}, this cluster format {ours}: every node of a cluster \
+                 must run a cograft build of the same format",
+                theirs.map(|f| f.to_string()).unwrap_or_else(|| "unknown (an older build)".into())
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]

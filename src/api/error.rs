@@ -71,6 +71,11 @@ impl From<Rejection> for ApiError {
             Rejection::SessionClosed { id } => {
                 ApiError::new(StatusCode::CONFLICT, "session_closed", detail).with("id", id)
             }
+            Rejection::CascadeTooLarge { id, limit } => {
+                ApiError::new(StatusCode::CONFLICT, "cascade_too_large", detail)
+                    .with("id", id)
+                    .with("limit", limit)
+            }
             Rejection::InBatch { op, cause } => {
                 let inner = ApiError::from(*cause);
                 ApiError { detail: format!("batch op {op} failed: {}", inner.detail), ..inner }.with("op", op)
@@ -100,7 +105,7 @@ impl From<Error> for ApiError {
             Error::Timeout(_) => status(StatusCode::GATEWAY_TIMEOUT, "timeout"),
             Error::ShuttingDown => status(StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Error::Peer { .. } => status(StatusCode::BAD_GATEWAY, "peer_error"),
-            Error::Storage { .. } | Error::Corrupted { .. } => {
+            Error::Storage { .. } | Error::Corrupted { .. } | Error::Format { .. } => {
                 status(StatusCode::INTERNAL_SERVER_ERROR, "storage_error")
             }
             Error::Raft(_) => status(StatusCode::INTERNAL_SERVER_ERROR, "raft_error"),

@@ -4,7 +4,8 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use cograft_actors::raft::actor::{AppendEntries, ForwardedWrite, InstallSnapshot, ReadIndex, RequestVote};
-use cograft_actors::raft::{path, SECRET_HEADER};
+use cograft_actors::raft::{path, FORMAT_HEADER, SECRET_HEADER};
+use cograft_actors::storage::manifest::FORMAT;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -41,6 +42,17 @@ async fn decode<T: DeserializeOwned>(
             StatusCode::UNAUTHORIZED,
             "bad_cluster_secret",
             format!("/raft requires the cluster secret in the {SECRET_HEADER} header"),
+        ));
+    }
+    let theirs = req.headers().get(FORMAT_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("none");
+    if theirs != FORMAT.to_string() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "format_mismatch",
+            format!(
+                "this node reads data format {FORMAT} and the peer sent format {theirs}: every node \
+                 of a cluster must run a cograft build of the same format"
+            ),
         ));
     }
     let mut body = web::BytesMut::new();

@@ -167,11 +167,27 @@ fn bad_input_gets_a_json_error_and_changes_nothing() {
         assert_json_error(reply, *status, what);
     }
 
-    // Malformed MessagePack with the right secret.
+    // A peer of another data format is refused, naming both formats.
     let r = c
         .http
         .post(format!("http://{}/raft/append", c.addr(2)))
         .header("x-cograft-cluster-secret", SECRET)
+        .header("x-cograft-format", "1")
+        .body(vec![0x90])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["error"], "format_mismatch", "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("format 1"), "{body}");
+
+    // Malformed MessagePack with the right secret and format.
+    let format = c.status(2)["format"].to_string();
+    let r = c
+        .http
+        .post(format!("http://{}/raft/append", c.addr(2)))
+        .header("x-cograft-cluster-secret", SECRET)
+        .header("x-cograft-format", format)
         .body(vec![0x93, 0xc1, 0xff, 0x00])
         .send()
         .unwrap();

@@ -7,7 +7,7 @@ pub mod network;
 mod ops;
 
 pub use actor::{RaftActor, RaftSettings, StatusReport, WriteOutcome};
-pub use network::{PeerNetwork, SECRET_HEADER};
+pub use network::{PeerNetwork, FORMAT_HEADER, SECRET_HEADER};
 
 /// Peer RPC paths under `/raft` (msgpack bodies).
 pub mod path {

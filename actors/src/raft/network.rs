@@ -18,6 +18,9 @@ use crate::TypeConfig;
 
 /// Header carrying the cluster secret on every `/raft` request.
 pub const SECRET_HEADER: &str = "x-cograft-cluster-secret";
+/// Header carrying the sender's data format on every `/raft` request: nodes of different
+/// formats refuse each other instead of replicating entries one of them cannot read.
+pub const FORMAT_HEADER: &str = "x-cograft-format";
 
 /// Why a peer call failed before the peer could answer.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,7 @@ impl PeerNetwork {
             .client(target)?
             .post(&url)
             .header(SECRET_HEADER, &*self.secret)
+            .header(FORMAT_HEADER, crate::storage::manifest::FORMAT.to_string())
             .header(reqwest::header::CONTENT_TYPE, "application/msgpack")
             .timeout(timeout)
             .body(bytes)

@@ -52,6 +52,8 @@ pub struct PeerReplication {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusReport {
     pub node_id: NodeId,
+    /// The data format this node's build reads and writes (peers must agree).
+    pub format: u32,
     /// leader, follower, candidate, learner or shutdown.
     pub role: String,
     pub term: u64,
@@ -81,6 +83,7 @@ pub fn status_of(m: &RaftMetrics) -> StatusReport {
     let last = m.last_log_index.unwrap_or(0);
     StatusReport {
         node_id: m.id,
+        format: crate::storage::manifest::FORMAT,
         role: role_name(m.state).to_string(),
         term: m.current_term,
         leader_id: m.current_leader,

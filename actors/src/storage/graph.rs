@@ -19,14 +19,32 @@ pub const META_NEXT_ATOM: &[u8] = b"next_atom_id";
 pub const META_NEXT_SESSION: &[u8] = b"next_session_id";
 pub const META_NEXT_OBSERVATION: &[u8] = b"next_observation_id";
 
+/// Names longer than this are indexed by their BLAKE3 hash, so no key outgrows [`MAX_KEY_LEN`].
+const MAX_PLAIN_NAME: usize = 256;
+/// Links with more members than this are indexed by the hash of their outgoing ids.
+const MAX_PLAIN_OUTGOING: usize = 64;
+/// Marks a hashed name: UTF-8 never contains the byte 0xFF, so no plain name starts with it.
+const HASHED_NAME: u8 = 0xFF;
+const PLAIN_OUTGOING: u8 = 0;
+const HASHED_OUTGOING: u8 = 1;
+
+/// `type \0 name`, or `type \0 0xFF blake3(name)` for a long name.
 pub fn node_key(atom_type: &str, name: &str) -> Vec<u8> {
-    [atom_type.as_bytes(), &[0], name.as_bytes()].concat()
+    if name.len() <= MAX_PLAIN_NAME {
+        [atom_type.as_bytes(), &[0], name.as_bytes()].concat()
+    } else {
+        [atom_type.as_bytes(), &[0, HASHED_NAME], blake3::hash(name.as_bytes()).as_bytes()].concat()
+    }
 }
 
+/// `type \0 0 ids...`, or `type \0 1 blake3(ids)` for a link with many members.
 pub fn link_key(atom_type: &str, outgoing: &[AtomId]) -> Vec<u8> {
-    let mut key = [atom_type.as_bytes(), &[0]].concat();
-    outgoing.iter().for_each(|id| key.extend_from_slice(&be(*id)));
-    key
+    let ids: Vec<u8> = outgoing.iter().flat_map(|id| be(*id)).collect();
+    if outgoing.len() <= MAX_PLAIN_OUTGOING {
+        [atom_type.as_bytes(), &[0, PLAIN_OUTGOING], &ids].concat()
+    } else {
+        [atom_type.as_bytes(), &[0, HASHED_OUTGOING], blake3::hash(&ids).as_bytes()].concat()
+    }
 }
 
 pub fn pair_key(a: u64, b: u64) -> Vec<u8> {
@@ -42,6 +60,10 @@ pub fn observation_key(subject: &str, id: u64) -> Vec<u8> {
 }
 
 type Outcome = Result<CommandResult, Rejection>;
+
+/// Most atoms one delete may remove (the atom and the links that contain it, transitively):
+/// a delete is one transaction and its result is kept for idempotency, so both stay bounded.
+pub const MAX_CASCADE: usize = 10_000;
 
 /// Applies one command at time `now`. On `Err` the caller discards the command's writes.
 pub fn apply(st: &mut Staged, now: u64, command: &Command) -> sled::Result<Outcome> {
@@ -181,6 +203,14 @@ impl Applier<'_, '_> {
     ) -> sled::Result<Outcome> {
         if let Some(existing) = self.st.get(index, &key)? {
             let mut atom = self.atom(from_be(&existing))?.expect("index points to a stored atom");
+            if atom.kind != kind {
+                // Two different long names (or member lists) with one BLAKE3 hash.
+                return Err(std::io::Error::other(format!(
+                    "index key collision between atom {} and a new {atom_type}",
+                    atom.id
+                ))
+                .into());
+            }
             if let Some(tv) = tv {
                 atom.tv = atom.tv.merge(tv, merge);
                 atom.updated_ms = self.now;
@@ -233,6 +263,9 @@ impl Applier<'_, '_> {
         while let Some(next) = pending.pop() {
             if !seen.insert(next) {
                 continue;
+            }
+            if seen.len() > MAX_CASCADE {
+                return Ok(Err(Rejection::CascadeTooLarge { id, limit: MAX_CASCADE }));
             }
             for (key, _) in self.st.scan_prefix(Table::Incoming, &be(next))? {
                 pending.push(from_be(&key[8..]));

@@ -3,10 +3,13 @@
 //! callback that was waiting, so appends that arrive during a flush share the next one.
 //! (openraft 0.9.25 awaits each append's callback before the next, so on the leader the real
 //! group commit comes from batching proposals into one entry: see `raft::batcher`.)
-//! `save_vote` goes through the same thread and returns only once the vote is durable.
+//! `save_vote` goes through the same thread and returns only once the vote is durable, and so
+//! does `truncate`, which first lowers the manifest's durable log index (see `manifest`). When
+//! no request comes for a while the flusher still syncs, so what sled writes in the background
+//! (page rewrites that may produce blob files) becomes durable within [`IDLE_SYNC`].
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
-use std::fs::File;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -22,8 +25,7 @@ use crate::health::Metrics;
 use crate::typ::{Entry, LogId, Vote};
 use crate::TypeConfig;
 
-use super::manifest::{self, KEY_VOTE};
-const KEY_LAST_PURGED: &[u8] = b"last_purged";
+use super::manifest::{self, KEY_LAST_PURGED, KEY_VOTE};
 const KEY_COMMITTED: &[u8] = b"committed";
 
 /// Work for the flusher thread.
@@ -32,13 +34,14 @@ enum FlushRequest {
     Append { callback: LogFlushed<TypeConfig>, writes: usize },
     /// Answer once everything written before it is durable.
     Sync { done: oneshot::Sender<std::io::Result<()>> },
+    /// Remove the entries from `from` on, durably, lowering the manifest's log index first.
+    Truncate { from: u64, done: oneshot::Sender<std::io::Result<()>> },
 }
 
 /// The sled-backed [`RaftLogStorage`]. Cloning shares the database and the flusher.
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
-    data_file: Arc<File>,
     flusher: mpsc::Sender<FlushRequest>,
     metrics: Arc<Metrics>,
     /// The newest commit index openraft reported (for readiness).
@@ -60,13 +63,13 @@ fn write_err(e: impl std::fmt::Display) -> StorageError<u64> {
 impl LogStore {
     /// Opens the log in `db` and starts its flusher thread (which ends when the last clone drops).
     pub fn open(db: Db, metrics: Arc<Metrics>) -> std::io::Result<LogStore> {
-        let data_file = Arc::new(File::open(db.data_file())?);
         let (tx, rx) = mpsc::channel();
-        let (flush_db, flush_file, flush_metrics) = (db.clone(), data_file.clone(), metrics.clone());
+        let (flush_db, flush_metrics) = (db.clone(), metrics.clone());
+        let written = manifest::read(&db.data_dir())?.unwrap_or_default();
         std::thread::Builder::new()
             .name("cograft-flusher".into())
-            .spawn(move || run_flusher(flush_db, flush_file, rx, flush_metrics))?;
-        Ok(LogStore { db, data_file, flusher: tx, metrics, committed: Arc::default() })
+            .spawn(move || Flusher::new(flush_db, flush_metrics, written).run(rx))?;
+        Ok(LogStore { db, flusher: tx, metrics, committed: Arc::default() })
     }
 
     /// The newest commit index this node has heard of (0 before any).
@@ -91,7 +94,7 @@ impl LogStore {
         }
         vote.committed = false;
         self.db.raft_meta.insert(KEY_VOTE, encode(&vote)).map_err(io_err)?;
-        flush_durably(&self.db, &self.data_file)?;
+        flush_durably(&self.db)?;
         Ok(true)
     }
 
@@ -128,50 +131,118 @@ impl LogStore {
 
 /// How often the flusher records durable progress in the manifest.
 const MANIFEST_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the flusher waits for a request before it syncs anyway.
+pub const IDLE_SYNC: Duration = Duration::from_millis(500);
 
-fn run_flusher(db: Db, data_file: Arc<File>, rx: mpsc::Receiver<FlushRequest>, metrics: Arc<Metrics>) {
-    let data_dir = db.dir.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-    let mut manifest_written = Instant::now() - MANIFEST_INTERVAL;
-    while let Ok(first) = rx.recv() {
-        let mut waiting = vec![first];
-        waiting.extend(rx.try_iter());
+/// The flusher thread's state: the database, and the manifest it last wrote.
+struct Flusher {
+    db: Db,
+    metrics: Arc<Metrics>,
+    data_dir: std::path::PathBuf,
+    written: manifest::Manifest,
+    manifest_written: Instant,
+}
+
+impl Flusher {
+    fn new(db: Db, metrics: Arc<Metrics>, written: manifest::Manifest) -> Flusher {
+        let data_dir = db.data_dir();
+        Flusher { db, metrics, data_dir, written, manifest_written: Instant::now() - MANIFEST_INTERVAL }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<FlushRequest>) {
+        let mut queue: VecDeque<FlushRequest> = VecDeque::new();
+        loop {
+            if queue.is_empty() {
+                match rx.recv_timeout(IDLE_SYNC) {
+                    Ok(first) => queue.push_back(first),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.idle_sync();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            queue.extend(rx.try_iter());
+            if let Some(FlushRequest::Truncate { .. }) = queue.front() {
+                let Some(FlushRequest::Truncate { from, done }) = queue.pop_front() else { unreachable!() };
+                let _ = done.send(self.truncate(from));
+                continue;
+            }
+            // Everything up to the next truncation shares one flush.
+            let until = queue.iter().position(|r| matches!(r, FlushRequest::Truncate { .. }));
+            let waiting: Vec<FlushRequest> = queue.drain(..until.unwrap_or(queue.len())).collect();
+            self.flush_and_answer(waiting);
+        }
+    }
+
+    fn flush_and_answer(&mut self, waiting: Vec<FlushRequest>) {
         let explicit_sync = waiting.iter().any(|r| matches!(r, FlushRequest::Sync { .. }));
         // Observed before the flush, so the flush makes what it records durable.
-        let observed = manifest::observe(&db);
+        let observed = manifest::observe(&self.db);
         let started = Instant::now();
-        let mut result = flush_durably(&db, &data_file).map(|_| ());
-        metrics.log_flush_seconds.observe(started.elapsed().as_secs_f64());
+        let mut result = flush_durably(&self.db).map(|_| ());
+        self.metrics.log_flush_seconds.observe(started.elapsed().as_secs_f64());
         // An explicit sync (vote, shutdown) records the manifest before it answers; appends
         // are answered first and the manifest follows at most once a second.
         if result.is_ok() && explicit_sync {
-            result = observed.as_ref().map_err(clone_err).and_then(|m| manifest::write(&data_dir, m));
-            manifest_written = Instant::now();
+            result = observed.as_ref().map_err(clone_err).and_then(|m| self.write_manifest(m));
         }
         let writes: usize = waiting
             .iter()
             .map(|r| match r {
                 FlushRequest::Append { writes, .. } => *writes,
-                FlushRequest::Sync { .. } => 0,
+                _ => 0,
             })
             .sum();
         if writes > 0 {
-            metrics.log_flush_batch_writes.observe(writes as f64);
+            self.metrics.log_flush_batch_writes.observe(writes as f64);
         }
         for request in waiting {
             let outcome = result.as_ref().map(|_| ()).map_err(clone_err);
             match request {
                 FlushRequest::Append { callback, .. } => callback.log_io_completed(outcome),
-                FlushRequest::Sync { done } => {
+                FlushRequest::Sync { done } | FlushRequest::Truncate { done, .. } => {
                     let _ = done.send(outcome);
                 }
             }
         }
-        if result.is_ok() && manifest_written.elapsed() >= MANIFEST_INTERVAL {
-            if let Err(e) = observed.and_then(|m| manifest::write(&data_dir, &m)) {
+        if result.is_ok() && self.manifest_written.elapsed() >= MANIFEST_INTERVAL {
+            if let Err(e) = observed.and_then(|m| self.write_manifest(&m)) {
                 tracing::error!(error = %e, "could not record durable progress in the manifest");
             }
-            manifest_written = Instant::now();
         }
+    }
+
+    /// Nothing asked for a flush for a while: make sled's background writes durable anyway.
+    fn idle_sync(&mut self) {
+        let observed = manifest::observe(&self.db);
+        if let Err(e) = flush_durably(&self.db) {
+            tracing::error!(error = %e, "idle sync of the data directory failed");
+            return;
+        }
+        if self.manifest_written.elapsed() >= MANIFEST_INTERVAL {
+            if let Err(e) = observed.and_then(|m| self.write_manifest(&m)) {
+                tracing::error!(error = %e, "could not record durable progress in the manifest");
+            }
+        }
+    }
+
+    /// Removes the log from `from` on. The manifest's durable log index is lowered first, so a
+    /// crash in between never leaves a manifest claiming entries the log no longer has.
+    fn truncate(&mut self, from: u64) -> std::io::Result<()> {
+        if self.written.log_index >= from {
+            let lowered = manifest::Manifest { log_index: from.saturating_sub(1), ..self.written };
+            self.write_manifest(&lowered)?;
+        }
+        LogStore::remove_range(&self.db, (Bound::Included(be(from)), Bound::Unbounded)).map_err(io_err)?;
+        flush_durably(&self.db).map(|_| ())
+    }
+
+    fn write_manifest(&mut self, m: &manifest::Manifest) -> std::io::Result<()> {
+        manifest::write(&self.data_dir, m)?;
+        self.written = *m;
+        self.manifest_written = Instant::now();
+        Ok(())
     }
 }
 
@@ -271,21 +342,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<u64>> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            LogStore::remove_range(&db, (Bound::Included(be(log_id.index)), Bound::Unbounded))
-        })
-        .await
-        .map_err(write_err)?
-        .map_err(write_err)
+        let (done, wait) = oneshot::channel();
+        self.flusher
+            .send(FlushRequest::Truncate { from: log_id.index, done })
+            .map_err(|_| write_err("the flusher thread stopped"))?;
+        wait.await.map_err(|_| write_err("the flusher thread stopped"))?.map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<u64>> {
-        let (db, data_file) = (self.db.clone(), self.data_file.clone());
+        let db = self.db.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             // The state machine shares this database: make its applied state durable first, so
             // it can never be found behind the purged log after a crash.
-            flush_durably(&db, &data_file)?;
+            flush_durably(&db)?;
             db.raft_meta.insert(KEY_LAST_PURGED, encode(&log_id)).map_err(io_err)?;
             LogStore::remove_range(&db, (Bound::Unbounded, Bound::Included(be(log_id.index)))).map_err(io_err)
         })

@@ -1,9 +1,11 @@
 //! The durability manifest: a small file beside sled recording how far this node's state was
-//! known to be durable (applied index, vote term). sled 0.34 recovers silently from damaged
+//! known to be durable (applied index, vote term, last log index). sled 0.34 recovers silently from damaged
 //! files by dropping everything after the damage, or starts empty when its files are
 //! unreadable; comparing what sled recovered with the manifest turns that silent loss into a
 //! refusal to start. The flusher rewrites the manifest at most once a second, always after an
 //! fdatasync that covered the values it records, and at every explicit sync (votes, shutdown).
+//! The log index catches a node that lost acknowledged entries it had not applied yet: without
+//! it, such a node would rejoin with a hole in its log. A truncation lowers it first.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -12,12 +14,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::graph::META_LAST_APPLIED;
-use super::{decode, Db, Table};
+use super::{decode, from_be, Db, Table};
 use crate::typ::{LogId, Vote};
 
 const FILE: &str = "MANIFEST.json";
-const FORMAT: u32 = 1;
+/// The data directory format this build reads and writes. 1: the first release (sled segments
+/// of 512 KiB, blob files possible). 2: 16 MiB segments, hashed long index keys.
+pub const FORMAT: u32 = 2;
 pub const KEY_VOTE: &[u8] = b"vote";
+pub const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -26,6 +31,9 @@ pub struct Manifest {
     pub applied_index: u64,
     /// The saved vote was at least this term, durably.
     pub vote_term: u64,
+    /// The log (entries or purged prefix) reached at least this index, durably.
+    #[serde(default)]
+    pub log_index: u64,
 }
 
 fn path(data_dir: &Path) -> PathBuf {
@@ -66,18 +74,42 @@ pub fn observe(db: &Db) -> io::Result<Manifest> {
         Some(bytes) => Some(decode(&bytes, "vote")?),
         None => None,
     };
+    let last_entry = db.log.last().map_err(io::Error::other)?.map(|(key, _)| from_be(&key));
+    let purged: Option<LogId> = match db.raft_meta.get(KEY_LAST_PURGED).map_err(io::Error::other)? {
+        Some(bytes) => Some(decode(&bytes, "last purged")?),
+        None => None,
+    };
     Ok(Manifest {
         format: FORMAT,
         applied_index: applied.map(|l| l.index).unwrap_or(0),
         vote_term: vote.map(|v| v.leader_id.term).unwrap_or(0),
+        log_index: last_entry.unwrap_or(0).max(purged.map(|l| l.index).unwrap_or(0)),
     })
+}
+
+/// Checks the directory is of this build's format (before sled opens it).
+pub fn check_format(data_dir: &Path, manifest: Option<&Manifest>) -> Result<(), String> {
+    match manifest {
+        Some(m) if m.format == FORMAT => Ok(()),
+        Some(m) => Err(format!(
+            "{} has data directory format {}, and this build of cograft reads only format {FORMAT}. \
+             There is no in-place migration from format {}: start this node empty (move the \
+             directory away) and add it back to its cluster, or run the cograft release that \
+             wrote it",
+            path(data_dir).display(),
+            m.format,
+            m.format
+        )),
+        None if data_dir.join("sled").exists() => Err(format!(
+            "{} holds a sled database but no {FILE}, so its format is unknown",
+            data_dir.display()
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Checks that sled recovered at least what the manifest says was durable.
 pub fn verify(db: &Db, manifest: &Manifest) -> Result<(), String> {
-    if manifest.format != FORMAT {
-        return Err(format!("{FILE} has format {}, this build reads {FORMAT}", manifest.format));
-    }
     let had_data = manifest.applied_index > 0 || manifest.vote_term > 0;
     if had_data && !db.sled.was_recovered() {
         return Err("sled found no database, but this directory held a node's data".into());
@@ -87,6 +119,13 @@ pub fn verify(db: &Db, manifest: &Manifest) -> Result<(), String> {
         return Err(format!(
             "sled recovered the state up to index {} but index {} had been made durable: sled dropped data",
             now.applied_index, manifest.applied_index
+        ));
+    }
+    if now.log_index < manifest.log_index {
+        return Err(format!(
+            "sled recovered the log up to index {} but index {} had been made durable: \
+             acknowledged entries are missing",
+            now.log_index, manifest.log_index
         ));
     }
     if now.vote_term < manifest.vote_term {

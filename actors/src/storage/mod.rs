@@ -3,6 +3,7 @@
 //! the read-side actor (`actor`). This module opens the database and names its trees.
 
 pub mod actor;
+pub mod durable;
 pub mod graph;
 pub mod log_store;
 pub mod manifest;
@@ -18,6 +19,19 @@ use crate::error::{Error, Result};
 
 pub use log_store::LogStore;
 pub use state_machine::{StateEvent, StateMachine, StateMachineCore};
+
+/// sled's segment size: its largest, 16 MiB. sled writes any page whose encoding exceeds a
+/// quarter of a segment to a separate blob file, and blobs are a durability hazard (sled never
+/// syncs them, and its own data file can reach the disk pointing at one that did not: see
+/// `durable`). At 16 MiB the threshold is 4 MiB, and the largest page cograft can make is far
+/// below it: a leaf splits above 16 entries and an index node above 256 children, every
+/// value is bounded by the log entry limit (100 KiB) and every key by [`MAX_KEY_LEN`], so a
+/// leaf holds at most ~1.7 MiB and an index node ~0.2 MiB. `storage::tests` checks that a
+/// workload of near-limit entries writes no blob; [`durable::SledFiles`] still syncs any.
+pub const SLED_SEGMENT_SIZE: usize = 16 << 20;
+
+/// The longest key cograft writes into any tree (index keys hash long names; see `graph`).
+pub const MAX_KEY_LEN: usize = 1024;
 
 /// Raft log entries, keyed by big-endian index.
 pub const TREE_LOG: &str = "log";
@@ -97,21 +111,35 @@ pub struct Db {
     pub log: sled::Tree,
     pub raft_meta: sled::Tree,
     tables: Arc<Vec<sled::Tree>>,
+    /// sled's data file, opened once for fdatasync.
+    data_file: Arc<std::fs::File>,
+    /// The files sled writes beside it (blobs, conf, snap.*), synced after each flush.
+    files: Arc<durable::SledFiles>,
 }
 
 impl Db {
     /// Opens (or creates) the database under `dir/sled`. Corruption is reported as
-    /// [`Error::Corrupted`] naming the directory and the recovery; nothing is wiped.
+    /// [`Error::Corrupted`] naming the directory and the recovery, and so is a panic inside
+    /// sled while it recovers (sled 0.34 panics on some damaged directories instead of
+    /// answering an error); nothing is wiped.
     pub fn open(dir: &Path) -> Result<Db> {
+        Db::open_with(dir, SLED_SEGMENT_SIZE)
+    }
+
+    fn open_with(dir: &Path, segment_size: usize) -> Result<Db> {
         let path = dir.join("sled");
-        let sled =
-            sled::Config::new().path(&path).mode(sled::Mode::LowSpace).open().map_err(|e| match e {
-                sled::Error::Corruption { .. } => {
-                    Error::Corrupted { dir: path.clone(), cause: e.to_string() }
-                }
-                other => Error::Storage { dir: path.clone(), cause: other.to_string() },
+        let corrupted = |cause: String| Error::Corrupted { dir: path.clone(), cause };
+        let config = sled::Config::new().path(&path).mode(sled::Mode::LowSpace).segment_size(segment_size);
+        let opened =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())).map_err(|panic| {
+                corrupted(format!("sled panicked while opening it: {}", panic_message(&panic)))
             })?;
+        let sled = opened.map_err(|e| match e {
+            sled::Error::Corruption { .. } => corrupted(e.to_string()),
+            other => Error::Storage { dir: path.clone(), cause: other.to_string() },
+        })?;
         let storage_err = |e: sled::Error| Error::Storage { dir: path.clone(), cause: e.to_string() };
+        let io_err = |e: std::io::Error| Error::Storage { dir: path.clone(), cause: e.to_string() };
         let log = sled.open_tree(TREE_LOG).map_err(storage_err)?;
         let raft_meta = sled.open_tree(TREE_RAFT_META).map_err(storage_err)?;
         let tables = Table::ALL
@@ -119,16 +147,22 @@ impl Db {
             .map(|t| sled.open_tree(t.name()))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(storage_err)?;
-        Ok(Db { dir: path, sled, log, raft_meta, tables: Arc::new(tables) })
+        let data_file = Arc::new(std::fs::File::open(path.join(durable::DATA_FILE)).map_err(io_err)?);
+        let files = Arc::new(durable::SledFiles::new(&path));
+        let db = Db { dir: path.clone(), sled, log, raft_meta, tables: Arc::new(tables), data_file, files };
+        // What sled wrote while opening (conf, snap.*, blobs/) becomes durable before anything
+        // is acknowledged.
+        flush_durably(&db).map_err(io_err)?;
+        Ok(db)
+    }
+
+    /// The node's data directory (the parent of `sled/`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.parent().map(Path::to_path_buf).unwrap_or_default()
     }
 
     pub fn table(&self, table: Table) -> &sled::Tree {
         &self.tables[table as usize]
-    }
-
-    /// sled's main data file, which the flusher fdatasyncs after each `flush()`.
-    pub fn data_file(&self) -> PathBuf {
-        self.dir.join("db")
     }
 
     /// Bytes sled occupies on disk (for the space-amplification metric).
@@ -137,12 +171,23 @@ impl Db {
     }
 }
 
-/// Makes everything written so far durable: sled's flush (which only schedules the write with
-/// `sync_file_range`) followed by an fdatasync of its data file through our own descriptor.
-pub fn flush_durably(db: &Db, data_file: &std::fs::File) -> std::io::Result<usize> {
+/// Makes everything written so far durable: sled's flush (which ends with `sync_file_range`,
+/// not durable on power loss), an fdatasync of its data file through our own descriptor, then
+/// the files sled writes beside it and the directories that gained or lost entries.
+pub fn flush_durably(db: &Db) -> std::io::Result<usize> {
     let bytes = db.sled.flush().map_err(std::io::Error::other)?;
-    data_file.sync_data()?;
+    db.data_file.sync_data()?;
+    db.files.sync()?;
     Ok(bytes)
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Big-endian key of an integer, so sled's byte order matches numeric order.
@@ -179,7 +224,16 @@ pub struct Stores {
 /// Opens (or creates) all of a node's storage under `data_dir`.
 pub fn open(data_dir: &Path, metrics: Arc<crate::health::Metrics>) -> Result<Stores> {
     let corrupted = |cause: String| Error::Corrupted { dir: data_dir.to_path_buf(), cause };
+    durable::create_dir_durably(data_dir)
+        .map_err(|e| Error::Storage { dir: data_dir.to_path_buf(), cause: e.to_string() })?;
     let durable = manifest::read(data_dir).map_err(|e| corrupted(e.to_string()))?;
+    manifest::check_format(data_dir, durable.as_ref())
+        .map_err(|cause| Error::Format { dir: data_dir.to_path_buf(), cause })?;
+    if durable.is_none() {
+        // A new directory records its format before sled writes anything into it.
+        manifest::write(data_dir, &manifest::Manifest { format: manifest::FORMAT, ..Default::default() })
+            .map_err(|e| Error::Storage { dir: data_dir.to_path_buf(), cause: e.to_string() })?;
+    }
     let db = Db::open(data_dir)?;
     if let Some(durable) = &durable {
         manifest::verify(&db, durable).map_err(corrupted)?;

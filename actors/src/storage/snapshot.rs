@@ -23,7 +23,7 @@ pub struct SnapshotFiles {
 
 impl SnapshotFiles {
     pub fn open(dir: PathBuf) -> io::Result<SnapshotFiles> {
-        fs::create_dir_all(&dir)?;
+        super::durable::create_dir_durably(&dir)?;
         Ok(SnapshotFiles { dir })
     }
 

@@ -3,7 +3,6 @@
 //! announces `StateEvent::Applied`. Snapshots are built and installed in `spawn_blocking` too;
 //! a lock keeps apply out while a snapshot copies the tables, so every snapshot is exact.
 
-use std::fs::File;
 use std::io::{self, Cursor};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -38,7 +37,6 @@ pub enum StateEvent {
 /// The state shared by the state machine handle, its snapshot builders and the readers.
 pub struct StateMachineCore {
     pub db: Db,
-    data_file: File,
     files: SnapshotFiles,
     /// Held by apply, snapshot copy and install, so each sees a whole state.
     write_lock: Mutex<()>,
@@ -58,7 +56,6 @@ impl StateMachineCore {
     /// Opens the state machine, finishing a snapshot install a crash interrupted.
     pub fn open(db: Db, snapshot_dir: std::path::PathBuf, metrics: Arc<Metrics>) -> io::Result<Arc<Self>> {
         let core = Arc::new(StateMachineCore {
-            data_file: File::open(db.data_file())?,
             files: SnapshotFiles::open(snapshot_dir)?,
             write_lock: Mutex::new(()),
             events: broadcast::channel(1024).0,
@@ -221,7 +218,7 @@ impl StateMachineCore {
             .raft_meta
             .insert(KEY_INSTALL_PENDING, meta.snapshot_id.as_bytes())
             .map_err(io::Error::other)?;
-        flush_durably(&self.db, &self.data_file)?;
+        flush_durably(&self.db)?;
         for table in Table::ALL {
             self.db.table(table).clear().map_err(io::Error::other)?;
         }
@@ -237,7 +234,7 @@ impl StateMachineCore {
         meta_table.insert(META_LAST_APPLIED, encode(&meta.last_log_id)).map_err(io::Error::other)?;
         meta_table.insert(META_MEMBERSHIP, encode(&meta.last_membership)).map_err(io::Error::other)?;
         self.db.raft_meta.remove(KEY_INSTALL_PENDING).map_err(io::Error::other)?;
-        flush_durably(&self.db, &self.data_file)?;
+        flush_durably(&self.db)?;
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         let _ = self.events.send(StateEvent::SnapshotInstalled { index });
         Ok(())

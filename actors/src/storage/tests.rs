@@ -152,3 +152,156 @@ fn proposals_sharing_an_entry_apply_independently() {
         "{results:?}"
     );
 }
+
+/// sled writes a page to a separate, never-synced blob file when its encoding exceeds a
+/// quarter of a segment. With cograft's segment size and key and value bounds no page gets
+/// near that: near-limit log entries, long names, big named values and wide links write none.
+#[test]
+fn near_limit_entries_write_no_blob_files() {
+    let dir = TempDir::new().unwrap();
+    let stores = open(dir.path(), Arc::new(Metrics::new())).unwrap();
+    let long = |i: usize, j: usize| format!("{i}-{j}-{}", "n".repeat(crate::command::MAX_NAME_LEN - 16));
+    for i in 0..120u64 {
+        // What `append` writes: one ~100 KiB entry per index.
+        let batch = Command::Batch { ops: (0..6).map(|j| node(&long(i as usize, j))).collect() };
+        let e = entry(i + 1, &format!("k{i}"), batch);
+        let bytes = super::encode(&e);
+        assert!(bytes.len() > 90 * 1024, "entries must be near the limit: {}", bytes.len());
+        stores.db.log.insert(super::be(e.log_id.index), bytes).unwrap();
+        stores.core.apply(vec![e]).unwrap();
+        let value = serde_json::json!("v".repeat(90 * 1024));
+        let set = Command::SetValue { id: AtomRef::Id(i * 6 + 1), key: "big".into(), value, expect: None };
+        stores.core.apply(vec![entry(i + 1, &format!("v{i}"), set)]).unwrap();
+        let members = (1..=(i * 6 + 1).min(4096)).map(AtomRef::Id).collect();
+        stores.core.apply(vec![entry(i + 1, &format!("l{i}"), link(members))]).unwrap();
+        super::flush_durably(&stores.db).unwrap();
+    }
+    let blobs: Vec<_> = std::fs::read_dir(dir.path().join("sled").join("blobs")).unwrap().collect();
+    assert!(blobs.is_empty(), "sled wrote {} blob files", blobs.len());
+}
+
+/// Writes blob-sized values with 512 KiB segments (cograft's first format) and dies without
+/// closing sled, as a crash would. Runs in a child process of the test below.
+fn write_blobs_then_abort(dir: &std::path::Path) -> ! {
+    let db = super::Db::open_with(dir, 512 * 1024).unwrap();
+    for round in 0..6u64 {
+        for i in 0..40u64 {
+            let value = vec![(round * 40 + i) as u8; 150 * 1024];
+            db.table(super::Table::Atoms).insert(super::be(i), value).unwrap();
+            db.log.insert(super::be(round * 40 + i), vec![1u8; 90 * 1024]).unwrap();
+        }
+        super::flush_durably(&db).unwrap();
+    }
+    std::process::abort()
+}
+
+/// sled 0.34 panics at open on some damaged directories (missing blobs: "tried to serialize
+/// Uninitialized" in `read_snapshot_or_default`). The node must refuse to start, naming the
+/// directory and the recovery, instead of dying of the panic.
+#[test]
+fn a_panic_inside_sled_at_open_becomes_a_refusal() {
+    const WRITER: &str = "COGRAFT_TEST_SLED_WRITER";
+    if let Some(dir) = std::env::var_os(WRITER) {
+        write_blobs_then_abort(std::path::Path::new(&dir));
+    }
+    let dir = TempDir::new().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "storage::tests::a_panic_inside_sled_at_open_becomes_a_refusal", "--nocapture"])
+        .env(WRITER, dir.path())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the writer aborts");
+    let blobs = dir.path().join("sled").join("blobs");
+    let mut removed = 0;
+    for blob in std::fs::read_dir(&blobs).unwrap() {
+        std::fs::remove_file(blob.unwrap().path()).unwrap();
+        removed += 1;
+    }
+    assert!(removed > 0, "the writer must have made blobs");
+    let err = super::Db::open_with(dir.path(), 512 * 1024).err().expect("sled must not open this directory");
+    let text = err.to_string();
+    assert!(matches!(err, crate::Error::Corrupted { .. }), "{text}");
+    assert!(text.contains("panicked"), "{text}");
+    assert!(text.contains(&dir.path().join("sled").display().to_string()), "names the directory: {text}");
+    assert!(text.contains("add-learner"), "names the recovery: {text}");
+}
+
+/// Opens `dir` again once the previous instance (and its flusher thread) has let go of it.
+fn reopen(dir: &std::path::Path) -> crate::Result<super::Stores> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match open(dir, Arc::new(Metrics::new())) {
+            Err(crate::Error::Storage { cause, .. })
+                if cause.contains("lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The manifest records how far the log was durable, so a node whose sled lost acknowledged
+/// entries it had not applied yet refuses to start instead of rejoining with a hole; a
+/// truncation lowers it first, so a legitimately shorter log still opens.
+#[test]
+fn a_node_that_lost_durable_log_entries_refuses_to_start() {
+    let dir = TempDir::new().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    {
+        let stores = open(dir.path(), Arc::new(Metrics::new())).unwrap();
+        for i in 1..=10 {
+            stores.db.log.insert(super::be(i), super::encode(&entry(i, "", node(&format!("n{i}"))))).unwrap();
+        }
+        rt.block_on(stores.log.sync()).unwrap();
+        let m = super::manifest::read(dir.path()).unwrap().unwrap();
+        assert_eq!(m.log_index, 10, "{m:?}");
+        // openraft truncates a follower's conflicting tail: the manifest follows.
+        let mut log = stores.log.clone();
+        rt.block_on(openraft::storage::RaftLogStorage::truncate(
+            &mut log,
+            LogId::new(LeaderId::new(1, 1), 8),
+        ))
+        .unwrap();
+        assert_eq!(super::manifest::read(dir.path()).unwrap().unwrap().log_index, 7);
+    }
+    drop(reopen(dir.path()).expect("a truncated log is not a loss"));
+    {
+        // While the node is down, sled loses entries 6 and 7, which had been made durable.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match super::Db::open(dir.path()) {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() > deadline => panic!("reopening sled: {e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        };
+        db.log.remove(super::be(7)).unwrap();
+        db.log.remove(super::be(6)).unwrap();
+        super::flush_durably(&db).unwrap();
+    }
+    let err = reopen(dir.path()).err().expect("the node must refuse a log with a hole");
+    assert!(matches!(err, crate::Error::Corrupted { .. }), "{err}");
+    assert!(err.to_string().contains("log up to index 5 but index 7"), "{err}");
+}
+
+/// A directory written in another data format is refused before sled touches it, with a
+/// message naming both formats; a directory with sled files but no manifest is refused too.
+#[test]
+fn a_directory_of_another_format_is_refused_with_its_version() {
+    let dir = TempDir::new().unwrap();
+    std::fs::create_dir_all(dir.path().join("sled")).unwrap();
+    let err = open(dir.path(), Arc::new(Metrics::new())).err().expect("no manifest");
+    assert!(err.to_string().contains("no MANIFEST.json"), "{err}");
+    std::fs::write(dir.path().join("MANIFEST.json"), r#"{"format": 1, "applied_index": 12, "vote_term": 2}"#)
+        .unwrap();
+    let err = open(dir.path(), Arc::new(Metrics::new())).err().expect("format 1");
+    let text = err.to_string();
+    assert!(matches!(err, crate::Error::Format { .. }), "{text}");
+    assert!(
+        text.contains("format 1") && text.contains(&format!("format {}", super::manifest::FORMAT)),
+        "{text}"
+    );
+    assert!(std::fs::read_dir(dir.path().join("sled")).unwrap().next().is_none(), "sled was not opened");
+}
