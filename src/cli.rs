@@ -210,6 +210,7 @@ fn init_logging(filter: &str, format: &str) {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    cluster::die_with_parent()?;
     let overrides = Overrides { id: args.node_id, listen: args.listen, data_dir: args.data_dir.clone() };
     let file =
         args.config.or_else(|| args.data_dir.map(|d| d.join(cluster::NODE_CONFIG)).filter(|p| p.exists()));
@@ -219,14 +220,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn cluster_up(nodes: u64, base_port: u16, dir: PathBuf) -> anyhow::Result<()> {
-    let (cluster, leader, took) = cluster::up(nodes, base_port, &dir).await?;
+    // The handlers come first: a stop during start-up must stop the nodes already started, not
+    // kill this process and leave them running on their ports.
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+    let mut cluster = cluster::LocalCluster::default();
+    let started = tokio::select! {
+        started = cluster::start(&mut cluster, nodes, base_port, &dir) => Some(started),
+        _ = term.recv() => None,
+        _ = int.recv() => None,
+    };
+    let Some(started) = started else {
+        println!("stopped during start-up; stopping the nodes already started");
+        return cluster.stop(Duration::from_secs(30));
+    };
+    let (leader, took) = started?;
     println!("cluster of {nodes} up in {:.2} s; node {leader} leads", took.as_secs_f64());
     cluster::print_status(&cluster).await?;
     println!("Ctrl-C or SIGTERM stops every node.");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        _ = int.recv() => {}
     }
     println!("stopping the cluster");
     cluster.stop(Duration::from_secs(30))

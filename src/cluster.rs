@@ -32,7 +32,13 @@ pub struct LocalNode {
     killed: bool,
 }
 
+/// Set in a node's environment by `cluster up`: the node asks the kernel to SIGTERM it when its
+/// parent dies (`PR_SET_PDEATHSIG`), then checks the parent is still this pid, so even a kill -9
+/// of `cluster up` leaves no node behind.
+pub const DIE_WITH_PARENT_ENV: &str = "COGRAFT_DIE_WITH_PARENT";
+
 /// A set of local nodes this process started.
+#[derive(Default)]
 pub struct LocalCluster {
     pub nodes: Vec<LocalNode>,
 }
@@ -149,6 +155,7 @@ pub fn spawn_node(exe: &Path, settings: &Settings) -> anyhow::Result<LocalNode> 
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
+        .env(DIE_WITH_PARENT_ENV, std::process::id().to_string())
         // Own process group: a terminal's Ctrl-C reaches only `cluster up`, which stops the nodes in order.
         .process_group(0)
         .spawn()
@@ -158,10 +165,22 @@ pub fn spawn_node(exe: &Path, settings: &Settings) -> anyhow::Result<LocalNode> 
 
 /// Starts every node, initialises the cluster if it is new, and waits for a leader.
 pub async fn up(nodes: u64, base_port: u16, dir: &Path) -> anyhow::Result<(LocalCluster, u64, Duration)> {
+    let mut cluster = LocalCluster::default();
+    let (leader, took) = start(&mut cluster, nodes, base_port, dir).await?;
+    Ok((cluster, leader, took))
+}
+
+/// Starts every node into `cluster` (so a caller that gives up half-way can still stop the
+/// ones already running), initialises the cluster if it is new, and waits for a leader.
+pub async fn start(
+    cluster: &mut LocalCluster,
+    nodes: u64,
+    base_port: u16,
+    dir: &Path,
+) -> anyhow::Result<(u64, Duration)> {
     let started = Instant::now();
     let settings = prepare(nodes, base_port, dir)?;
     let exe = std::env::current_exe()?;
-    let mut cluster = LocalCluster { nodes: Vec::new() };
     for s in &settings {
         cluster.nodes.push(spawn_node(&exe, s)?);
     }
@@ -179,7 +198,21 @@ pub async fn up(nodes: u64, base_port: u16, dir: &Path) -> anyhow::Result<(Local
         client.call(Method::POST, "/admin/init", Some(&json!({ "members": members }))).await?;
     }
     let leader = wait_for_leader(&cluster.addrs(), Duration::from_secs(30)).await?;
-    Ok((cluster, leader, started.elapsed()))
+    Ok((leader, started.elapsed()))
+}
+
+/// In a node started by `cluster up`: die with the parent. Answers an error when the parent is
+/// already gone (the node must not run on as an orphan).
+pub fn die_with_parent() -> anyhow::Result<()> {
+    let Some(parent) = std::env::var(DIE_WITH_PARENT_ENV).ok() else { return Ok(()) };
+    let parent: i32 =
+        parent.parse().with_context(|| format!("{DIE_WITH_PARENT_ENV}={parent} is not a pid"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
+    // The parent may have died before the line above: then this node was reparented already.
+    if nix::unistd::getppid().as_raw() != parent {
+        bail!("the `cluster up` that started this node (pid {parent}) is gone; not starting");
+    }
+    Ok(())
 }
 
 /// Polls `/healthz` until it answers 200.

@@ -58,6 +58,7 @@ pub struct RaftConfig {
     pub read_timeout_ms: u64,
     pub connect_timeout_ms: u64,
     pub max_in_flight: usize,
+    pub max_queued_writes: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -157,6 +158,7 @@ impl Settings {
             ("raft.read_timeout_ms", r.read_timeout_ms),
             ("raft.connect_timeout_ms", r.connect_timeout_ms),
             ("raft.max_in_flight", r.max_in_flight as u64),
+            ("raft.max_queued_writes", r.max_queued_writes as u64),
         ] {
             if v == 0 {
                 bail!("{key} must be positive");
@@ -218,6 +220,7 @@ impl Settings {
             read_timeout: Duration::from_millis(r.read_timeout_ms),
             max_in_flight: r.max_in_flight,
             max_entry_bytes: self.api.max_entry_bytes,
+            max_queued_writes: r.max_queued_writes,
         }
     }
 

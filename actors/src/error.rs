@@ -45,6 +45,9 @@ pub enum Error {
     Raft(String),
     #[error("peer {peer}: {cause}")]
     Peer { peer: u64, cause: String },
+    /// Too much work is waiting; the client should retry shortly.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     #[error("timed out: {0}")]
     Timeout(String),
     #[error("the node is shutting down")]

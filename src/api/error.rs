@@ -14,11 +14,13 @@ pub struct ApiError {
     pub error: &'static str,
     pub detail: String,
     pub extra: Map<String, Value>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after_s: Option<u32>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status, error, detail: detail.into(), extra: Map::new() }
+        ApiError { status, error, detail: detail.into(), extra: Map::new(), retry_after_s: None }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -47,7 +49,11 @@ impl ResponseError for ApiError {
         body.insert("error".into(), self.error.into());
         body.insert("detail".into(), self.detail.clone().into());
         body.extend(self.extra.clone());
-        HttpResponse::build(self.status).json(Value::Object(body))
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after_s {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(Value::Object(body))
     }
 }
 
@@ -103,6 +109,9 @@ impl From<Error> for ApiError {
                     .with("leader_addr", leader_addr)
             }
             Error::Timeout(_) => status(StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            Error::Overloaded(_) => {
+                ApiError { retry_after_s: Some(1), ..status(StatusCode::SERVICE_UNAVAILABLE, "overloaded") }
+            }
             Error::ShuttingDown => status(StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Error::Peer { .. } => status(StatusCode::BAD_GATEWAY, "peer_error"),
             Error::Storage { .. } | Error::Corrupted { .. } | Error::Format { .. } => {

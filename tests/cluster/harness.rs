@@ -16,6 +16,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+use crate::links::Links;
+
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 pub const SECRET: &str = "test-cluster-secret";
 
@@ -30,6 +32,8 @@ pub struct Cluster {
     pub dir: TempDir,
     pub nodes: BTreeMap<u64, Node>,
     env: Vec<(String, String)>,
+    /// Settings for one node only (e.g. its peer address overrides).
+    node_env: BTreeMap<u64, Vec<(String, String)>>,
     pub http: Client,
     _lock: MutexGuard<'static, ()>,
 }
@@ -61,26 +65,63 @@ pub fn wait_until<T>(what: &str, patience: Duration, mut probe: impl FnMut() -> 
     }
 }
 
+/// The binary under test: `COGRAFT_TEST_BIN` when set (to run a scenario against another
+/// build, e.g. to see a regression test fail on the code before its fix), else this build's.
+pub fn bin() -> PathBuf {
+    std::env::var_os("COGRAFT_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_cograft").into())
+}
+
 impl Cluster {
     /// Starts `n` nodes with extra `COGRAFT__...` settings, initialises them, waits for a leader.
     pub fn start(n: u64, env: &[(&str, &str)]) -> Cluster {
-        let lock = exclusive();
-        let mut cluster = Cluster {
-            dir: TempDir::new().unwrap(),
-            nodes: BTreeMap::new(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            http: Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
-            _lock: lock,
-        };
+        let mut cluster = Cluster::empty(env);
         for id in 1..=n {
             cluster.add_node(id);
         }
+        cluster.init();
+        cluster
+    }
+
+    /// Like `start`, with every peer link going through a cuttable [`Links`] forwarder.
+    pub fn start_linked(n: u64, env: &[(&str, &str)]) -> (Cluster, Links) {
+        let mut cluster = Cluster::empty(env);
+        for id in 1..=n {
+            let dir = cluster.dir.path().join(id.to_string());
+            let addr = format!("127.0.0.1:{}", free_port());
+            cluster.nodes.insert(id, Node { id, addr, dir, child: None });
+        }
+        let addrs = cluster.nodes.values().map(|n| (n.id, n.addr.clone())).collect();
+        let links = Links::new(&addrs);
+        for id in 1..=n {
+            cluster.node_env.insert(id, links.env_for(id));
+            cluster.restart(id);
+        }
+        cluster.init();
+        (cluster, links)
+    }
+
+    fn empty(env: &[(&str, &str)]) -> Cluster {
+        let lock = exclusive();
+        Cluster {
+            dir: TempDir::new().unwrap(),
+            nodes: BTreeMap::new(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            node_env: BTreeMap::new(),
+            http: Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
+            _lock: lock,
+        }
+    }
+
+    /// Initialises the cluster with every node as a voter and waits for a leader.
+    fn init(&mut self) {
+        let cluster = self;
         let members: BTreeMap<String, String> =
             cluster.nodes.values().map(|n| (n.id.to_string(), n.addr.clone())).collect();
         let r = cluster.call(1, Method::POST, "/admin/init", Some(json!({ "members": members })), None);
         assert_eq!(r.status, 200, "init failed: {r:?}");
         cluster.leader();
-        cluster
     }
 
     /// Creates and starts a new node (not yet a member).
@@ -108,7 +149,7 @@ impl Cluster {
         std::fs::create_dir_all(&node.dir).unwrap();
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(node.dir.join("node.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cograft"));
+        let mut cmd = Command::new(bin());
         cmd.args(["serve", "--node-id", &id.to_string(), "--listen", &node.addr, "--data-dir"])
             .arg(&node.dir)
             .env("COGRAFT__CLUSTER__SECRET", SECRET)
@@ -116,7 +157,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        for (k, v) in &self.env {
+        for (k, v) in self.env.iter().chain(self.node_env.get(&id).into_iter().flatten()) {
             cmd.env(k, v);
         }
         cmd.spawn().expect("start cograft")

@@ -1,10 +1,13 @@
 //! Black-box cluster tests: real `cograft` processes on loopback ports in temp dirs, one
 //! cluster at a time. Each module is a scenario.
 
+mod availability;
 mod bad_input;
+mod cluster_up;
 mod failover;
 mod harness;
 mod lifecycle;
+mod links;
 mod membership;
 mod operations;
 mod replication;

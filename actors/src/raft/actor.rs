@@ -14,7 +14,7 @@ use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message, Respo
 use openraft::{ChangeMembers, ServerState};
 use tokio::sync::{oneshot, watch};
 
-use super::batcher::Batcher;
+use super::batcher::{Batcher, BatcherLimits, Committed};
 use super::network::PeerNetwork;
 use super::ops::{self, status_of};
 use crate::command::{Command, Proposal};
@@ -47,6 +47,8 @@ pub struct RaftSettings {
     pub max_in_flight: usize,
     /// Largest encoded entry (proposals are batched up to this size).
     pub max_entry_bytes: usize,
+    /// Proposals that may wait on the leader for an in-flight slot; more answer 503.
+    pub max_queued_writes: usize,
 }
 
 /// Proposes a client write; forwards it to the leader when this node is not the leader.
@@ -74,9 +76,10 @@ pub struct RequestVote(pub VoteRequest);
 #[rtype(result = "std::result::Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>")]
 pub struct InstallSnapshot(pub InstallSnapshotRequest);
 
-/// A write a follower forwarded to this node; it is not forwarded again.
+/// A write a follower forwarded to this node; it is not forwarded again. Answers its log index
+/// and result, or why it was not committed (the follower maps that to its client's answer).
 #[derive(Message)]
-#[rtype(result = "std::result::Result<WriteOutcome, RaftError<ClientWriteError>>")]
+#[rtype(result = "Committed")]
 pub struct ForwardedWrite(pub Proposal);
 
 /// A follower asks for the log id its linearizable read must wait for.
@@ -161,7 +164,13 @@ impl RaftActor {
             let started =
                 Raft::new(settings.node_id, Arc::new(config), peers.clone(), log, state_machine).await;
             let answer = started.map(|raft| {
-                let batcher = Batcher::new(raft.clone(), settings.max_in_flight, settings.max_entry_bytes);
+                let limits = BatcherLimits {
+                    max_in_flight: settings.max_in_flight,
+                    max_entry_bytes: settings.max_entry_bytes,
+                    max_queued: settings.max_queued_writes,
+                    commit_timeout: settings.write_timeout,
+                };
+                let batcher = Batcher::new(raft.clone(), limits);
                 RaftActor { raft, batcher, settings: Arc::new(settings), peers, metrics }.start()
             });
             let _ = tx.send(answer.map_err(|e| Error::Raft(e.to_string())));
@@ -201,7 +210,13 @@ impl Actor for RaftActor {
 impl Handler<Write> for RaftActor {
     type Result = ResponseFuture<Result<WriteOutcome>>;
     fn handle(&mut self, msg: Write, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(ops::write(self.batcher.clone(), self.peers.clone(), self.settings.clone(), msg.0))
+        Box::pin(ops::write(
+            self.raft.clone(),
+            self.batcher.clone(),
+            self.peers.clone(),
+            self.settings.clone(),
+            msg.0,
+        ))
     }
 }
 
@@ -238,13 +253,10 @@ impl Handler<InstallSnapshot> for RaftActor {
 }
 
 impl Handler<ForwardedWrite> for RaftActor {
-    type Result = ResponseFuture<std::result::Result<WriteOutcome, RaftError<ClientWriteError>>>;
+    type Result = ResponseFuture<Committed>;
     fn handle(&mut self, msg: ForwardedWrite, _: &mut Context<Self>) -> Self::Result {
-        let (batcher, me) = (self.batcher.clone(), self.settings.node_id);
-        Box::pin(async move {
-            let (index, result) = batcher.submit(msg.0).await?;
-            Ok(WriteOutcome { index, leader_id: me, result })
-        })
+        let batcher = self.batcher.clone();
+        Box::pin(async move { batcher.submit(msg.0).await })
     }
 }
 

@@ -29,6 +29,21 @@ pub enum PeerError {
     Unreachable(String),
     #[error("network: {0}")]
     Network(String),
+    /// The peer answered with an HTTP error: it read the request and did not act on it.
+    #[error("refused: HTTP {status}: {detail}")]
+    Refused { status: u16, detail: String },
+}
+
+impl PeerError {
+    /// Whether the peer may have acted on the request (it reached the peer and no answer
+    /// says otherwise).
+    pub fn may_have_arrived(&self) -> bool {
+        match self {
+            PeerError::Unreachable(_) => false,
+            PeerError::Network(_) => true,
+            PeerError::Refused { status, .. } => *status >= 500,
+        }
+    }
 }
 
 /// Clients to every peer, shared by openraft's replication tasks and the Raft actor.
@@ -102,7 +117,7 @@ impl PeerNetwork {
         let body = response.bytes().await.map_err(|e| PeerError::Network(format!("{url}: {e}")))?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-            return Err(PeerError::Network(format!("{url}: HTTP {status}: {text}")));
+            return Err(PeerError::Refused { status: status.as_u16(), detail: format!("{url}: {text}") });
         }
         rmp_serde::from_slice(&body).map_err(|e| PeerError::Network(format!("{url}: bad answer: {e}")))
     }
@@ -130,13 +145,14 @@ impl PeerConnection {
         request: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RpcError<E>> {
-        let answer: Result<Resp, RaftError<E>> =
-            self.network.call(self.target, &self.node, path, request, option.hard_ttl()).await.map_err(
-                |e| match e {
-                    PeerError::Unreachable(_) => RpcError::Unreachable(Unreachable::new(&e)),
-                    PeerError::Network(_) => RpcError::Network(NetworkError::new(&e)),
-                },
-            )?;
+        let answer: Result<Resp, RaftError<E>> = self
+            .network
+            .call(self.target, &self.node, path, request, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                PeerError::Unreachable(_) => RpcError::Unreachable(Unreachable::new(&e)),
+                PeerError::Network(_) | PeerError::Refused { .. } => RpcError::Network(NetworkError::new(&e)),
+            })?;
         answer
             .map_err(|e| RpcError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
     }

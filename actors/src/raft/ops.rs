@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use tokio::time::{sleep, timeout_at, Instant};
 
 use super::actor::RaftSettings;
-use super::batcher::Batcher;
-use super::network::PeerNetwork;
+use super::batcher::{Batcher, Committed, SubmitError};
+use super::network::{PeerError, PeerNetwork};
 use super::path;
 use crate::command::{CommandResult, Proposal};
 use crate::error::{Error, Result};
@@ -122,9 +122,14 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((25u64 << attempt.min(5)).min(500))
 }
 
-/// Commits `proposal`, here if this node leads, else through the leader. Retries through
-/// elections until `write_timeout`; a retry is safe because the proposal keeps its idempotency key.
+/// Commits `proposal`: through this node's batcher when it leads, else straight to the leader
+/// (never through the local batcher, whose slots belong to this node's own leadership). Retries
+/// through elections until `write_timeout`; a retry is safe because the proposal keeps its
+/// idempotency key. At the deadline the answer says whether the write may still apply: once it
+/// was handed to a leader (proposed, or sent and unanswered) it is a timeout (504, retry with
+/// the same key); if no leader ever took it, there was no leader (503).
 pub async fn write(
+    raft: Raft,
     batcher: Arc<Batcher>,
     peers: PeerNetwork,
     settings: Arc<RaftSettings>,
@@ -132,51 +137,75 @@ pub async fn write(
 ) -> Result<WriteOutcome> {
     let deadline = Instant::now() + settings.write_timeout;
     let mut attempt = 0;
-    let mut last_error = Error::NoLeader("no leader was known before the write timeout".into());
+    let mut may_have_applied = false;
+    let mut last_error = "no leader was known".to_string();
     loop {
         attempt += 1;
-        let leader = match timeout_at(deadline, batcher.submit(proposal.clone())).await {
-            Err(_) => return Err(timed_out(&settings, last_error)),
-            Ok(Ok((index, result))) => {
-                return Ok(WriteOutcome { index, leader_id: settings.node_id, result })
-            }
-            Ok(Err(RaftError::APIError(CwError::ForwardToLeader(f)))) => f.leader_id.zip(f.leader_node),
-            Ok(Err(RaftError::APIError(CwError::ChangeMembershipError(e)))) => {
-                return Err(Error::Raft(e.to_string()))
-            }
-            Ok(Err(RaftError::Fatal(_))) => return Err(Error::ShuttingDown),
-        };
-        if let Some((leader_id, node)) = leader {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let answer: std::result::Result<
-                std::result::Result<WriteOutcome, RaftError<ClientWriteError>>,
-                _,
-            > = peers.call(leader_id, &node, path::FORWARD, &proposal, remaining).await;
-            match answer {
-                Ok(Ok(outcome)) => return Ok(outcome),
-                Ok(Err(RaftError::APIError(CwError::ForwardToLeader(_)))) => {
-                    last_error = Error::NoLeader(format!("node {leader_id} is no longer the leader"));
+        let leader = leader_of(&raft);
+        let answer = match &leader {
+            Some((id, _)) if *id == settings.node_id => {
+                match timeout_at(deadline, batcher.submit(proposal.clone())).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        may_have_applied = true;
+                        break;
+                    }
                 }
-                Ok(Err(e)) => return Err(Error::Raft(e.to_string())),
-                Err(e) => last_error = Error::Peer { peer: leader_id, cause: e.to_string() },
             }
+            Some((id, node)) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let forwarded: std::result::Result<Committed, PeerError> =
+                    peers.call(*id, node, path::FORWARD, &proposal, remaining).await;
+                match forwarded {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        may_have_applied |= e.may_have_arrived();
+                        last_error = format!("forwarding to the leader, node {id}: {e}");
+                        Err(not_leader())
+                    }
+                }
+            }
+            None => Err(not_leader()),
+        };
+        match answer {
+            Ok((index, result)) => {
+                let leader_id = leader.map(|(id, _)| id).unwrap_or(settings.node_id);
+                return Ok(WriteOutcome { index, leader_id, result });
+            }
+            Err(SubmitError::Raft(e)) => match *e {
+                RaftError::APIError(CwError::ForwardToLeader(_)) => {}
+                RaftError::APIError(CwError::ChangeMembershipError(e)) => {
+                    return Err(Error::Raft(e.to_string()))
+                }
+                RaftError::Fatal(_) => return Err(Error::ShuttingDown),
+            },
+            Err(SubmitError::Unconfirmed { timeout_ms }) => {
+                may_have_applied = true;
+                last_error = format!("the leader did not commit it within {timeout_ms} ms");
+            }
+            Err(e @ SubmitError::Overloaded { .. }) => return Err(Error::Overloaded(e.to_string())),
         }
         if Instant::now() + backoff(attempt) >= deadline {
-            return Err(timed_out(&settings, last_error));
+            break;
         }
         sleep(backoff(attempt)).await;
     }
+    Err(if may_have_applied {
+        Error::Timeout(format!(
+            "the write was not confirmed within {:?} ({last_error}); it may still apply: retry \
+             with the same Idempotency-Key",
+            settings.write_timeout
+        ))
+    } else {
+        Error::NoLeader(format!("{last_error} within {:?}; nothing was written", settings.write_timeout))
+    })
 }
 
-fn timed_out(settings: &RaftSettings, last_error: Error) -> Error {
-    match last_error {
-        Error::NoLeader(why) => Error::NoLeader(why),
-        other => Error::Timeout(format!(
-            "the write was not confirmed within {:?} ({other}); it may still apply: retry with the \
-             same Idempotency-Key",
-            settings.write_timeout
-        )),
-    }
+/// "Not the leader, none known": try again after a back-off.
+fn not_leader() -> SubmitError {
+    SubmitError::Raft(Box::new(RaftError::APIError(CwError::ForwardToLeader(
+        openraft::error::ForwardToLeader::empty(),
+    ))))
 }
 
 /// Waits until a linearizable read may be served here; answers the applied index to read at.
