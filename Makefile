@@ -28,9 +28,10 @@ lint: deps
 unit: deps
 	$(CARGO) test -j$(JOBS) --workspace --lib --bins
 
-# Real cograft processes on loopback ports, one cluster at a time.
+# Real cograft processes on loopback ports, one cluster at a time, with the storage fault hooks
+# compiled in (a test crashes a node in the middle of a snapshot install).
 cluster-tests: deps
-	$(CARGO) test -j$(JOBS) --test cluster -- --test-threads=1
+	$(CARGO) test -j$(JOBS) --features failpoints --test cluster -- --test-threads=1
 
 # 60 s against a 3-node cluster with kill, partition and pause faults; fails on any lost write,
 # linearizability violation, or node that will not restart. The seed is fixed so a failure replays.

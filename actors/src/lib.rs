@@ -4,12 +4,11 @@
 
 pub mod command;
 pub mod error;
+pub mod failpoint;
 pub mod health;
 pub mod model;
 pub mod raft;
 pub mod storage;
-
-use std::io::Cursor;
 
 pub use error::{Error, Result};
 
@@ -29,7 +28,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 /// Aliases for openraft's generic types over [`TypeConfig`]; nothing else spells them out.

@@ -159,7 +159,7 @@ async fn snapshot(state: State) -> Result<HttpResponse, ApiError> {
 }
 
 async fn digest(state: State) -> Result<HttpResponse, ApiError> {
-    let (index, digest) = state.storage.send(Query::new(|r| r.digest())).await??;
+    let (index, digest) = state.storage.send(Query::whole(|r| r.digest())).await??;
     Ok(HttpResponse::Ok().json(json!({ "node_id": state.node_id, "applied_index": index, "digest": digest })))
 }
 

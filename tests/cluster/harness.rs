@@ -145,6 +145,11 @@ impl Cluster {
 
     /// Spawns node `id` without waiting for it.
     pub fn spawn(&self, id: u64) -> Child {
+        self.spawn_with(id, &[])
+    }
+
+    /// Spawns node `id` with extra environment (e.g. `COGRAFT_FAILPOINTS`).
+    pub fn spawn_with(&self, id: u64, extra: &[(&str, &str)]) -> Child {
         let node = &self.nodes[&id];
         std::fs::create_dir_all(&node.dir).unwrap();
         let log =
@@ -160,13 +165,26 @@ impl Cluster {
         for (k, v) in self.env.iter().chain(self.node_env.get(&id).into_iter().flatten()) {
             cmd.env(k, v);
         }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
         cmd.spawn().expect("start cograft")
     }
 
     /// Starts node `id` expecting it to exit by itself; answers its exit status (kills it and
     /// fails the test if it is still running after `patience`).
     pub fn start_expecting_exit(&self, id: u64, patience: Duration) -> ExitStatus {
-        let mut child = self.spawn(id);
+        self.start_expecting_exit_with(id, &[], patience)
+    }
+
+    /// Like `start_expecting_exit`, with extra environment.
+    pub fn start_expecting_exit_with(
+        &self,
+        id: u64,
+        extra: &[(&str, &str)],
+        patience: Duration,
+    ) -> ExitStatus {
+        let mut child = self.spawn_with(id, extra);
         let deadline = Instant::now() + patience;
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait().unwrap() {

@@ -12,3 +12,4 @@ mod membership;
 mod operations;
 mod replication;
 mod semantics;
+mod snapshots;

@@ -11,6 +11,8 @@ pub mod reads;
 pub mod snapshot;
 pub mod staged;
 pub mod state_machine;
+pub mod view;
+pub mod whole_state;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -103,6 +105,27 @@ impl Table {
     }
 }
 
+/// In the raft meta tree: the generation of the state machine's trees now in use.
+const KEY_GENERATION: &[u8] = b"sm_generation";
+
+/// One generation of the state machine's trees (`atoms@3`, `values@3`, ...). A snapshot is
+/// installed into the next generation and then swapped in at once, so readers see the old
+/// state or the new one, never a mix, and a crash mid-install leaves the old one intact.
+pub struct Tables {
+    pub generation: u64,
+    trees: Vec<sled::Tree>,
+}
+
+impl Tables {
+    pub fn get(&self, table: Table) -> &sled::Tree {
+        &self.trees[table as usize]
+    }
+
+    fn tree_name(table: Table, generation: u64) -> String {
+        format!("{}@{generation}", table.name())
+    }
+}
+
 /// The open sled database with every tree cograft uses.
 #[derive(Clone)]
 pub struct Db {
@@ -110,7 +133,7 @@ pub struct Db {
     pub sled: sled::Db,
     pub log: sled::Tree,
     pub raft_meta: sled::Tree,
-    tables: Arc<Vec<sled::Tree>>,
+    tables: Arc<std::sync::RwLock<Arc<Tables>>>,
     /// sled's data file, opened once for fdatasync.
     data_file: Arc<std::fs::File>,
     /// The files sled writes beside it (blobs, conf, snap.*), synced after each flush.
@@ -142,14 +165,16 @@ impl Db {
         let io_err = |e: std::io::Error| Error::Storage { dir: path.clone(), cause: e.to_string() };
         let log = sled.open_tree(TREE_LOG).map_err(storage_err)?;
         let raft_meta = sled.open_tree(TREE_RAFT_META).map_err(storage_err)?;
-        let tables = Table::ALL
-            .iter()
-            .map(|t| sled.open_tree(t.name()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(storage_err)?;
+        let generation =
+            raft_meta.get(KEY_GENERATION).map_err(storage_err)?.map(|v| from_be(&v)).unwrap_or(0);
+        let tables = open_generation(&sled, generation).map_err(storage_err)?;
         let data_file = Arc::new(std::fs::File::open(path.join(durable::DATA_FILE)).map_err(io_err)?);
         let files = Arc::new(durable::SledFiles::new(&path));
-        let db = Db { dir: path.clone(), sled, log, raft_meta, tables: Arc::new(tables), data_file, files };
+        let tables = Arc::new(std::sync::RwLock::new(Arc::new(tables)));
+        let db = Db { dir: path.clone(), sled, log, raft_meta, tables, data_file, files };
+        // Trees of other generations are what a crash left of an unfinished install, or of
+        // the cleanup after a finished one.
+        db.drop_generations_except(generation).map_err(storage_err)?;
         // What sled wrote while opening (conf, snap.*, blobs/) becomes durable before anything
         // is acknowledged.
         flush_durably(&db).map_err(io_err)?;
@@ -161,14 +186,56 @@ impl Db {
         self.dir.parent().map(Path::to_path_buf).unwrap_or_default()
     }
 
-    pub fn table(&self, table: Table) -> &sled::Tree {
-        &self.tables[table as usize]
+    /// The state machine's trees now in use.
+    pub fn tables(&self) -> Arc<Tables> {
+        self.tables.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// One tree of the generation now in use (a cheap handle).
+    pub fn table(&self, table: Table) -> sled::Tree {
+        self.tables().get(table).clone()
+    }
+
+    /// Opens (creating, empty) the trees of `generation`, for an install to fill.
+    pub fn fresh_generation(&self, generation: u64) -> sled::Result<Tables> {
+        for table in Table::ALL {
+            self.sled.drop_tree(Tables::tree_name(table, generation))?;
+        }
+        open_generation(&self.sled, generation)
+    }
+
+    /// Makes `tables` the state machine's trees, durably. The caller excludes apply and readers.
+    pub fn switch_to(&self, tables: Tables) -> std::io::Result<()> {
+        self.raft_meta.insert(KEY_GENERATION, &be(tables.generation)).map_err(std::io::Error::other)?;
+        flush_durably(self)?;
+        *self.tables.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tables);
+        Ok(())
+    }
+
+    /// Drops the trees of every generation but `keep`.
+    pub fn drop_generations_except(&self, keep: u64) -> sled::Result<()> {
+        for name in self.sled.tree_names() {
+            let name = String::from_utf8_lossy(&name).to_string();
+            let Some((_, generation)) = name.rsplit_once('@') else { continue };
+            if generation.parse::<u64>().is_ok_and(|g| g != keep) {
+                self.sled.drop_tree(name.as_bytes())?;
+            }
+        }
+        Ok(())
     }
 
     /// Bytes sled occupies on disk (for the space-amplification metric).
     pub fn size_on_disk(&self) -> u64 {
         self.sled.size_on_disk().unwrap_or(0)
     }
+}
+
+fn open_generation(sled: &sled::Db, generation: u64) -> sled::Result<Tables> {
+    let trees = Table::ALL
+        .iter()
+        .map(|t| sled.open_tree(Tables::tree_name(*t, generation)))
+        .collect::<sled::Result<Vec<_>>>()?;
+    Ok(Tables { generation, trees })
 }
 
 /// Makes everything written so far durable: sled's flush (which ends with `sync_file_range`,

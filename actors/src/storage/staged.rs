@@ -1,7 +1,8 @@
 //! A write overlay over the state machine's tables. Apply reads through it (so later commands
 //! see earlier ones of the same batch of entries) and commits everything, together with
 //! `last_applied`, in one sled transaction. A command that is rejected discards only its own
-//! layer, which is what makes a command (and a batch) all-or-nothing.
+//! layer, which is what makes a command (and a batch) all-or-nothing. Before it commits, the
+//! open [`Views`] get the pre-images of every key it is about to change.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -9,13 +10,14 @@ use std::ops::Bound;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::{Db, Table};
+use super::view::Views;
+use super::{Table, Tables};
 
 type Key = (Table, Vec<u8>);
 type Layer = BTreeMap<Key, Option<Vec<u8>>>;
 
 pub struct Staged<'a> {
-    db: &'a Db,
+    tables: &'a Tables,
     /// Writes of entries already applied in this round.
     base: Layer,
     /// Writes of the command being applied now.
@@ -23,8 +25,8 @@ pub struct Staged<'a> {
 }
 
 impl<'a> Staged<'a> {
-    pub fn new(db: &'a Db) -> Self {
-        Staged { db, base: Layer::new(), top: Layer::new() }
+    pub fn new(tables: &'a Tables) -> Self {
+        Staged { tables, base: Layer::new(), top: Layer::new() }
     }
 
     pub fn get(&self, table: Table, key: &[u8]) -> sled::Result<Option<Vec<u8>>> {
@@ -32,7 +34,7 @@ impl<'a> Staged<'a> {
         if let Some(v) = self.top.get(&k).or_else(|| self.base.get(&k)) {
             return Ok(v.clone());
         }
-        Ok(self.db.table(table).get(key)?.map(|v| v.to_vec()))
+        Ok(self.tables.get(table).get(key)?.map(|v| v.to_vec()))
     }
 
     pub fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
@@ -60,7 +62,7 @@ impl<'a> Staged<'a> {
         within: impl Fn(&[u8]) -> bool,
     ) -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for item in self.db.table(table).range(start..) {
+        for item in self.tables.get(table).range(start..) {
             let (k, v) = item?;
             if !within(&k) {
                 break;
@@ -90,13 +92,15 @@ impl<'a> Staged<'a> {
         self.top.clear();
     }
 
-    /// Writes every kept change in one transaction over all tables.
-    pub fn commit(mut self) -> sled::Result<()> {
+    /// Writes every kept change in one transaction over all tables (the caller holds the
+    /// apply lock, which open views rely on).
+    pub fn commit(mut self, views: &Views) -> sled::Result<()> {
         self.keep();
         if self.base.is_empty() {
             return Ok(());
         }
-        let trees: Vec<&sled::Tree> = Table::ALL.iter().map(|t| self.db.table(*t)).collect();
+        views.record(self.tables, self.base.keys().map(|(t, k)| (*t, k.as_slice())))?;
+        let trees: Vec<&sled::Tree> = Table::ALL.iter().map(|t| self.tables.get(*t)).collect();
         let writes = &self.base;
         let result = trees[..].transaction(|views| {
             for ((table, key), value) in writes {

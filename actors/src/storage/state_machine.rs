@@ -1,10 +1,17 @@
 //! The sled-backed [`RaftStateMachine`]. Apply runs in `spawn_blocking`, stages a whole run of
 //! entries through [`Staged`] and commits it with `last_applied` in one transaction, then
-//! announces `StateEvent::Applied`. Snapshots are built and installed in `spawn_blocking` too;
-//! a lock keeps apply out while a snapshot copies the tables, so every snapshot is exact.
+//! announces `StateEvent::Applied`. Snapshot builds, installs and the digest (`whole_state`) run
+//! in `spawn_blocking` too, against point-in-time views, so apply never waits for them.
+//!
+//! Three locks, always taken in this order: `snapshot_lock` (one build, install or digest at a
+//! time: they share the snapshot files and the trees an install replaces), `write_lock` (apply,
+//! and the instants at which a view opens or an install switches trees), `read_gate` (readers
+//! share it; apply's commit and the install's switch take it alone, so a read never sees half
+//! a transaction or half a state).
 
-use std::io::{self, Cursor};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -12,9 +19,10 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageError, St
 use tokio::sync::broadcast;
 
 use super::graph::{self, META_CLOCK, META_LAST_APPLIED, META_MEMBERSHIP};
-use super::snapshot::{decode_body, encode_body, Rows, SnapshotFiles};
+use super::snapshot::SnapshotFiles;
 use super::staged::Staged;
-use super::{be, decode, encode, flush_durably, from_be, Db, Table};
+use super::view::Views;
+use super::{be, decode, encode, from_be, Db, Table, Tables};
 use crate::command::{BatchResults, CommandResult, Proposal};
 use crate::health::Metrics;
 use crate::typ::{Entry, LogId, SnapshotMeta, StoredMembership};
@@ -22,8 +30,6 @@ use crate::TypeConfig;
 
 /// Idempotency keys are remembered for this many log entries after they were applied.
 pub const IDEMPOTENCY_WINDOW: u64 = 100_000;
-/// Marks a snapshot install in progress (in the raft meta tree, which installs never clear).
-const KEY_INSTALL_PENDING: &[u8] = b"install_pending";
 
 /// What the state machine announces to in-memory indexes and waiters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,11 +43,18 @@ pub enum StateEvent {
 /// The state shared by the state machine handle, its snapshot builders and the readers.
 pub struct StateMachineCore {
     pub db: Db,
-    files: SnapshotFiles,
-    /// Held by apply, snapshot copy and install, so each sees a whole state.
-    write_lock: Mutex<()>,
-    events: broadcast::Sender<StateEvent>,
-    metrics: Arc<Metrics>,
+    pub(super) files: SnapshotFiles,
+    /// One snapshot build, install or digest at a time.
+    pub(super) snapshot_lock: Mutex<()>,
+    /// Held by apply; a view opens and an install switches trees under it.
+    pub(super) write_lock: Mutex<()>,
+    /// Shared by readers; taken alone by apply's commit and by the install's switch.
+    pub(super) read_gate: RwLock<()>,
+    pub(super) views: Arc<Views>,
+    /// Where the snapshot now being received from the leader is written.
+    pub(super) receiving: Mutex<Option<PathBuf>>,
+    pub(super) events: broadcast::Sender<StateEvent>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 fn sm_err(e: impl std::fmt::Display) -> StorageError<u64> {
@@ -52,56 +65,85 @@ fn snap_err(e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::write_snapshot(None, openraft::AnyError::error(e.to_string())).into()
 }
 
+/// Takes a lock even if a panicking holder poisoned it: sled's writes are transactional, so
+/// what a panic interrupted left no partial state behind.
+pub(super) fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl StateMachineCore {
-    /// Opens the state machine, finishing a snapshot install a crash interrupted.
-    pub fn open(db: Db, snapshot_dir: std::path::PathBuf, metrics: Arc<Metrics>) -> io::Result<Arc<Self>> {
-        let core = Arc::new(StateMachineCore {
+    /// Opens the state machine, finishing an install a crash interrupted. Such a crash leaves
+    /// the state from before the install (the half-filled trees belong to an unused generation,
+    /// which `Db::open` dropped) beside the published snapshot file, which is ahead of it; the
+    /// install is redone from that file before Raft starts, since openraft requires the state
+    /// machine to be at least as far as the snapshot it reports.
+    pub fn open(db: Db, snapshot_dir: PathBuf, metrics: Arc<Metrics>) -> io::Result<Arc<Self>> {
+        let core = Self::new(db, snapshot_dir, metrics)?;
+        if let Some((meta, path)) = core.files.current()? {
+            let applied = core.last_applied()?.map(|l| l.index);
+            if meta.last_log_id.map(|l| l.index) > applied {
+                tracing::warn!(
+                    snapshot = %meta.snapshot_id,
+                    applied = ?applied,
+                    "redoing the snapshot install a crash interrupted"
+                );
+                super::snapshot::verify(&path)?;
+                core.install(&meta, &path)?;
+            }
+        }
+        Ok(core)
+    }
+
+    fn new(db: Db, snapshot_dir: PathBuf, metrics: Arc<Metrics>) -> io::Result<Arc<Self>> {
+        Ok(Arc::new(StateMachineCore {
             files: SnapshotFiles::open(snapshot_dir)?,
+            snapshot_lock: Mutex::new(()),
             write_lock: Mutex::new(()),
+            read_gate: RwLock::new(()),
+            views: Arc::default(),
+            receiving: Mutex::new(None),
             events: broadcast::channel(1024).0,
             db,
             metrics,
-        });
-        if core.db.raft_meta.get(KEY_INSTALL_PENDING).map_err(io::Error::other)?.is_some() {
-            let (meta, body) = core.files.read_current()?.ok_or_else(|| {
-                io::Error::other("an interrupted snapshot install has no snapshot file to redo it from")
-            })?;
-            tracing::warn!(snapshot = %meta.snapshot_id, "redoing a snapshot install a crash interrupted");
-            core.install(&meta, &body)?;
-        }
-        Ok(core)
+        }))
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<StateEvent> {
         self.events.subscribe()
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        // A panic while holding the lock leaves sled consistent (writes are transactional).
-        self.write_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Runs a read with the read gate held, against the trees now in use: it sees whole
+    /// transactions and one state, even across a snapshot install.
+    pub fn read<T>(&self, read: impl FnOnce(&Tables) -> T) -> T {
+        let _gate: RwLockReadGuard<'_, ()> = self.read_gate.read().unwrap_or_else(|p| p.into_inner());
+        read(&self.db.tables())
     }
 
-    fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
-        match self.db.table(Table::Meta).get(key).map_err(io::Error::other)? {
+    pub(super) fn meta_in<T: serde::de::DeserializeOwned>(
+        tables: &Tables,
+        key: &[u8],
+    ) -> io::Result<Option<T>> {
+        match tables.get(Table::Meta).get(key).map_err(io::Error::other)? {
             Some(bytes) => Ok(Some(decode(&bytes, "state machine meta")?)),
             None => Ok(None),
         }
     }
 
     pub fn last_applied(&self) -> io::Result<Option<LogId>> {
-        self.meta(META_LAST_APPLIED)
+        self.read(|t| Self::meta_in(t, META_LAST_APPLIED))
     }
 
     pub fn membership(&self) -> io::Result<StoredMembership> {
-        Ok(self.meta(META_MEMBERSHIP)?.unwrap_or_default())
+        Ok(self.read(|t| Self::meta_in(t, META_MEMBERSHIP))?.unwrap_or_default())
     }
 
     /// Applies a run of entries in one transaction and returns one result per entry.
     pub fn apply(&self, entries: Vec<Entry>) -> io::Result<Vec<BatchResults>> {
         let Some(last) = entries.last().map(|e| e.log_id) else { return Ok(Vec::new()) };
         let started = Instant::now();
-        let _guard = self.lock();
-        let mut st = Staged::new(&self.db);
+        let _guard = locked(&self.write_lock);
+        let tables = self.db.tables();
+        let mut st = Staged::new(&tables);
         let mut clock =
             st.get(Table::Meta, META_CLOCK).map_err(io::Error::other)?.map(|v| from_be(&v)).unwrap_or(0);
         let mut results = Vec::with_capacity(entries.len());
@@ -131,7 +173,10 @@ impl StateMachineCore {
         }
         st.put(Table::Meta, META_CLOCK, be(clock));
         st.put(Table::Meta, META_LAST_APPLIED, encode(&Some(last)));
-        st.commit().map_err(io::Error::other)?;
+        {
+            let _alone = self.read_gate.write().unwrap_or_else(|p| p.into_inner());
+            st.commit(&self.views).map_err(io::Error::other)?;
+        }
         self.metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.apply_batch_entries.observe(entries.len() as f64);
         let _ = self.events.send(StateEvent::Applied { index: last.index });
@@ -173,96 +218,6 @@ impl StateMachineCore {
         }
         Ok(result)
     }
-
-    /// Copies every table under the lock, then compresses and writes the file without it.
-    pub fn build_snapshot(&self) -> io::Result<(SnapshotMeta, Vec<u8>)> {
-        let started = Instant::now();
-        let (meta, tables) = {
-            let _guard = self.lock();
-            let last_log_id = self.last_applied()?;
-            let last_membership = self.membership()?;
-            let mut tables: Vec<(Table, Rows)> = Vec::with_capacity(Table::ALL.len());
-            for table in Table::ALL {
-                let rows = self
-                    .db
-                    .table(table)
-                    .iter()
-                    .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
-                    .collect::<sled::Result<Rows>>()
-                    .map_err(io::Error::other)?;
-                tables.push((table, rows));
-            }
-            let nonce = started.elapsed().as_nanos() ^ u128::from(std::process::id());
-            let snapshot_id = match last_log_id {
-                Some(l) => format!("{}-{}-{nonce:x}", l.leader_id.term, l.index),
-                None => format!("empty-{nonce:x}"),
-            };
-            (SnapshotMeta { last_log_id, last_membership, snapshot_id }, tables)
-        };
-        let body = encode_body(&tables)?;
-        self.files.write(&meta, &body)?;
-        self.metrics.snapshot_build_seconds.observe(started.elapsed().as_secs_f64());
-        Ok((meta, body))
-    }
-
-    /// Replaces the whole state with a snapshot's. Crash-safe: the file is durable first and a
-    /// marker makes `open` redo an install that did not finish.
-    pub fn install(&self, meta: &SnapshotMeta, body: &[u8]) -> io::Result<()> {
-        let _guard = self.lock();
-        let already_on_disk =
-            self.files.read_current()?.is_some_and(|(m, _)| m.snapshot_id == meta.snapshot_id);
-        if !already_on_disk {
-            self.files.write(meta, body)?;
-        }
-        self.db
-            .raft_meta
-            .insert(KEY_INSTALL_PENDING, meta.snapshot_id.as_bytes())
-            .map_err(io::Error::other)?;
-        flush_durably(&self.db)?;
-        for table in Table::ALL {
-            self.db.table(table).clear().map_err(io::Error::other)?;
-        }
-        let mut batches: Vec<sled::Batch> = Table::ALL.iter().map(|_| sled::Batch::default()).collect();
-        decode_body(body, |table, key, value| {
-            batches[table as usize].insert(key, value);
-            Ok(())
-        })?;
-        for (table, batch) in Table::ALL.iter().zip(batches) {
-            self.db.table(*table).apply_batch(batch).map_err(io::Error::other)?;
-        }
-        let meta_table = self.db.table(Table::Meta);
-        meta_table.insert(META_LAST_APPLIED, encode(&meta.last_log_id)).map_err(io::Error::other)?;
-        meta_table.insert(META_MEMBERSHIP, encode(&meta.last_membership)).map_err(io::Error::other)?;
-        self.db.raft_meta.remove(KEY_INSTALL_PENDING).map_err(io::Error::other)?;
-        flush_durably(&self.db)?;
-        let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
-        let _ = self.events.send(StateEvent::SnapshotInstalled { index });
-        Ok(())
-    }
-
-    /// The newest snapshot file, if any.
-    pub fn current_snapshot(&self) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
-        self.files.read_current()
-    }
-
-    /// A hash of every data table with the applied index it reflects (equal on all replicas at
-    /// the same index). Bookkeeping (clock, idempotency table) is left out.
-    pub fn digest(&self) -> io::Result<(u64, String)> {
-        let _guard = self.lock();
-        let index = self.last_applied()?.map(|l| l.index).unwrap_or(0);
-        let mut hasher = blake3::Hasher::new();
-        for table in Table::ALL.into_iter().filter(|t| t.is_data()) {
-            hasher.update(table.name().as_bytes());
-            for item in self.db.table(table).iter() {
-                let (k, v) = item.map_err(io::Error::other)?;
-                hasher.update(&(k.len() as u64).to_be_bytes());
-                hasher.update(&k);
-                hasher.update(&(v.len() as u64).to_be_bytes());
-                hasher.update(&v);
-            }
-        }
-        Ok((index, hasher.finalize().to_hex().to_string()))
-    }
 }
 
 /// openraft's handle on the state machine; also its snapshot builder.
@@ -289,13 +244,16 @@ impl StateMachine {
     }
 }
 
-fn to_snapshot((meta, body): (SnapshotMeta, Vec<u8>)) -> Snapshot<TypeConfig> {
-    Snapshot { meta, snapshot: Box::new(Cursor::new(body)) }
+/// openraft's view of a snapshot file: its meta and the file, opened for reading.
+async fn to_snapshot((meta, path): (SnapshotMeta, PathBuf)) -> io::Result<Snapshot<TypeConfig>> {
+    let file = tokio::fs::File::open(&path).await?;
+    Ok(Snapshot { meta, snapshot: Box::new(file) })
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
-        self.blocking(snap_err, |core| core.build_snapshot()).await.map(to_snapshot)
+        let built = self.blocking(snap_err, |core| core.build_snapshot()).await?;
+        to_snapshot(built).await.map_err(snap_err)
     }
 }
 
@@ -319,20 +277,70 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    /// The leader's chunks go into a temporary file in the snapshot directory.
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError<u64>> {
+        let path = self.core.files.temp_path("receiving");
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(snap_err)?;
+        let stale = locked(&self.core.receiving).replace(path);
+        if let Some(stale) = stale {
+            let _ = tokio::fs::remove_file(stale).await;
+        }
+        Ok(Box::new(file))
     }
 
+    /// Checks the received file (checksum, identity), publishes it, then installs from it.
+    /// openraft hands back the file `begin_receiving_snapshot` made, filled with the leader's
+    /// chunks; any other file (openraft's test suite passes another snapshot's) is copied first.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<u64>> {
+        use std::os::unix::fs::MetadataExt;
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+        let mut file = *snapshot;
+        file.flush().await.map_err(snap_err)?;
+        let received = locked(&self.core.receiving).take();
+        let given = file.metadata().await.map_err(snap_err)?;
+        let ours = match &received {
+            Some(path) => tokio::fs::metadata(path)
+                .await
+                .is_ok_and(|m| (m.dev(), m.ino()) == (given.dev(), given.ino())),
+            None => false,
+        };
+        let path = match received {
+            Some(path) if ours => path,
+            other => {
+                if let Some(unused) = other {
+                    let _ = tokio::fs::remove_file(unused).await;
+                }
+                let copy = self.core.files.temp_path("receiving");
+                let mut out = tokio::fs::File::create(&copy).await.map_err(snap_err)?;
+                file.seek(std::io::SeekFrom::Start(0)).await.map_err(snap_err)?;
+                tokio::io::copy(&mut file, &mut out).await.map_err(snap_err)?;
+                out.flush().await.map_err(snap_err)?;
+                copy
+            }
+        };
+        drop(file);
         let meta = meta.clone();
-        self.blocking(snap_err, move |core| core.install(&meta, snapshot.get_ref())).await
+        self.blocking(snap_err, move |core| {
+            let published = core.files.adopt(&path, &meta)?;
+            core.install(&meta, &published)
+        })
+        .await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        self.blocking(snap_err, |core| core.current_snapshot()).await.map(|s| s.map(to_snapshot))
+        match self.blocking(snap_err, |core| core.files.current()).await? {
+            Some(current) => to_snapshot(current).await.map(Some).map_err(snap_err),
+            None => Ok(None),
+        }
     }
 }

@@ -14,7 +14,7 @@ use cograft_actors::command::{Command, Proposal};
 use cograft_actors::raft::actor::{ReadBarrier, Write};
 use cograft_actors::raft::WriteOutcome;
 use cograft_actors::storage::actor::Query;
-use cograft_actors::storage::reads::GraphReader;
+use cograft_actors::storage::reads::GraphView;
 use rand::Rng;
 use serde::Deserialize;
 
@@ -95,7 +95,7 @@ pub async fn propose(
 pub async fn read<T: Send + 'static>(
     state: &AppState,
     params: &ReadParams,
-    read: impl FnOnce(&GraphReader) -> cograft_actors::Result<T> + Send + 'static,
+    read: impl FnOnce(&GraphView) -> cograft_actors::Result<T> + Send + 'static,
 ) -> Result<(T, u64), ApiError> {
     if !params.stale()? {
         state.raft.send(ReadBarrier).await??;

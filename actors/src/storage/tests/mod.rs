@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use openraft::testing::{StoreBuilder, Suite};
-use openraft::{EntryPayload, LeaderId, LogId, RaftSnapshotBuilder};
+use openraft::{EntryPayload, LeaderId, LogId};
 use tempfile::TempDir;
 
 use super::{open, LogStore, StateMachine};
@@ -14,6 +14,8 @@ use crate::command::{
 use crate::health::Metrics;
 use crate::model::Merge;
 use crate::typ::{Entry, StorageError};
+
+mod snapshots;
 
 struct SledBuilder;
 
@@ -30,7 +32,7 @@ fn sled_store_passes_openraft_suite() {
     Suite::test_all(SledBuilder).expect("openraft storage suite");
 }
 
-fn entry(index: u64, key: &str, command: Command) -> Entry {
+pub(super) fn entry(index: u64, key: &str, command: Command) -> Entry {
     Entry {
         log_id: LogId::new(LeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(ProposalBatch {
@@ -44,11 +46,11 @@ fn only(results: Vec<BatchResults>) -> Vec<CommandResult> {
     results.into_iter().map(|mut r| r.results.remove(0)).collect()
 }
 
-fn node(name: &str) -> Command {
+pub(super) fn node(name: &str) -> Command {
     Command::AddNode { atom_type: "ConceptNode".into(), name: name.into(), tv: None, merge: Merge::Latest }
 }
 
-fn link(outgoing: Vec<AtomRef>) -> Command {
+pub(super) fn link(outgoing: Vec<AtomRef>) -> Command {
     Command::AddLink { atom_type: "ListLink".into(), outgoing, tv: None, merge: Merge::Latest }
 }
 
@@ -103,9 +105,9 @@ fn compare_and_set_and_cascading_delete() {
     let r = only(core.apply(vec![entry(4, "k4", Command::DeleteAtom { id: AtomRef::Id(1) })]).unwrap());
     assert_eq!(r[0], CommandResult::Deleted { removed: vec![1, 3, 4] });
     let reader = super::reads::GraphReader::new(core.clone());
-    assert!(reader.atom(2).is_ok());
-    assert!(reader.atom(3).is_err());
-    assert!(reader.incoming(2).unwrap().is_empty(), "incoming entries of deleted links remain");
+    assert!(reader.with(|v| v.atom(2)).is_ok());
+    assert!(reader.with(|v| v.atom(3)).is_err());
+    assert!(reader.with(|v| v.incoming(2)).unwrap().is_empty(), "incoming entries of deleted links remain");
 }
 
 #[test]
@@ -114,10 +116,10 @@ fn snapshot_round_trips_into_an_empty_store() {
     let src = open(src_dir.path(), Arc::new(Metrics::new())).unwrap();
     let entries: Vec<Entry> = (1..=50).map(|i| entry(i, &format!("k{i}"), node(&format!("n{i}")))).collect();
     src.core.apply(entries).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let snapshot = rt.block_on(src.state_machine.clone().build_snapshot()).unwrap();
+    let (meta, path) = src.core.build_snapshot().unwrap();
+    assert_eq!(super::snapshot::verify(&path).unwrap(), meta);
     let dst = open(dst_dir.path(), Arc::new(Metrics::new())).unwrap();
-    dst.core.install(&snapshot.meta, snapshot.snapshot.get_ref()).unwrap();
+    dst.core.install(&meta, &path).unwrap();
     assert_eq!(src.core.digest().unwrap(), dst.core.digest().unwrap());
     // The idempotency table travels with the snapshot.
     let replay = only(dst.core.apply(vec![entry(51, "k7", node("other"))]).unwrap());
@@ -228,7 +230,7 @@ fn a_panic_inside_sled_at_open_becomes_a_refusal() {
 }
 
 /// Opens `dir` again once the previous instance (and its flusher thread) has let go of it.
-fn reopen(dir: &std::path::Path) -> crate::Result<super::Stores> {
+pub(super) fn reopen(dir: &std::path::Path) -> crate::Result<super::Stores> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match open(dir, Arc::new(Metrics::new())) {
