@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use cograft_actors::command::{Command, Proposal, ProposalBatch};
-use cograft_actors::health::Metrics;
 use cograft_actors::model::{Merge, TruthValue};
 use cograft_actors::storage;
+use cograft_actors::storage::metrics::StorageMetrics;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use openraft::{EntryPayload, LeaderId, LogId};
 
@@ -31,7 +31,11 @@ fn apply(c: &mut Criterion) {
     let mut group = c.benchmark_group("apply");
     group.throughput(Throughput::Elements(RUN));
     let dir = tempfile::tempdir().unwrap();
-    let stores = storage::open(dir.path(), Arc::new(Metrics::new())).unwrap();
+    let stores = storage::open(
+        dir.path(),
+        Arc::new(StorageMetrics::register(&mut cograft_actors::metrics::registry())),
+    )
+    .unwrap();
     let mut next = 1u64;
     group.bench_function("state_machine_256_entries", |b| {
         b.iter_batched(

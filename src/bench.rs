@@ -92,8 +92,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let concurrent_secs = started.elapsed().as_secs_f64();
     let after = metrics_text(&client, &leader_addr).await?;
-    let (sum0, count0) = histogram_totals(&before, "cograft_log_flush_batch_writes");
-    let (sum1, count1) = histogram_totals(&after, "cograft_log_flush_batch_writes");
+    let (sum0, count0) = histogram_totals(&before, "cograft_storage_log_flush_batch_writes");
+    let (sum1, count1) = histogram_totals(&after, "cograft_storage_log_flush_batch_writes");
     let mean_batch = (sum1 - sum0) / (count1 - count0).max(1.0);
     let throughput = (per_writer * args.concurrency) as f64 / concurrent_secs;
 

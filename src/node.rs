@@ -12,10 +12,13 @@ use anyhow::Context;
 use cograft_actors::health::node_checks::{
     AppliedCaughtUp, LeaderKnown, RaftAlive, Serving, StorageAlive, StorageWritable,
 };
-use cograft_actors::health::{HealthChecks, Metrics};
+use cograft_actors::health::HealthChecks;
+use cograft_actors::metrics::{self, Exporter};
 use cograft_actors::raft::actor::{Shutdown, WatchMetrics};
+use cograft_actors::raft::metrics::RaftMetricsFamilies;
 use cograft_actors::raft::{PeerNetwork, RaftActor};
 use cograft_actors::storage::actor::StorageActor;
+use cograft_actors::storage::metrics::StorageMetrics;
 use cograft_actors::storage::reads::GraphReader;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -29,8 +32,13 @@ const DRAIN_TIMEOUT_SECS: u64 = 10;
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let data_dir = settings.node.data_dir.clone();
-    let metrics = Arc::new(Metrics::new());
-    let stores = cograft_actors::storage::open(&data_dir, metrics.clone())?;
+    // One registry per process; each component registers its own families into it.
+    let mut registry = metrics::registry();
+    let storage_metrics = Arc::new(StorageMetrics::register(&mut registry));
+    let raft_metrics_families = Arc::new(RaftMetricsFamilies::register(&mut registry));
+    let http_metrics = crate::api::metrics::HttpMetrics::register(&mut registry);
+    let exporter = Arc::new(Exporter::new(registry));
+    let stores = cograft_actors::storage::open(&data_dir, storage_metrics.clone())?;
     if stores.log.forget_leadership(settings.node.id)? {
         tracing::info!(
             "this node led before it stopped; it will stand for election again instead of resuming"
@@ -47,7 +55,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         stores.log.clone(),
         stores.state_machine.clone(),
         peers,
-        metrics.clone(),
+        raft_metrics_families,
     )
     .await?;
     let storage =
@@ -72,7 +80,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings: settings.clone(),
         raft: raft.clone(),
         storage,
-        metrics,
+        exporter,
+        http_metrics,
+        storage_metrics,
         health,
         serving: serving.clone(),
         db: stores.db.clone(),

@@ -1,11 +1,13 @@
 //! cograft-actors: everything that runs inside a cograft node. It owns the data model, the log
 //! payload (`Command`), the sled-backed Raft log and state machine with file snapshots, the Raft
-//! actor and its peer network, and the node's metrics and health checks.
+//! actor and its peer network, the metrics registry (each component registers its own
+//! families) and the node's health checks.
 
 pub mod command;
 pub mod error;
 pub mod failpoint;
 pub mod health;
+pub mod metrics;
 pub mod model;
 pub mod raft;
 pub mod storage;

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod client;
 pub mod error;
+pub mod metrics;
 pub mod ops;
 pub mod raft;
 
@@ -18,10 +19,11 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, Next};
 use actix_web::web;
-use cograft_actors::health::metrics::HttpLabels;
-use cograft_actors::health::{HealthChecks, Metrics};
+use cograft_actors::health::HealthChecks;
+use cograft_actors::metrics::Exporter;
 use cograft_actors::raft::RaftActor;
 use cograft_actors::storage::actor::StorageActor;
+use cograft_actors::storage::metrics::StorageMetrics;
 
 use crate::config::Settings;
 
@@ -31,7 +33,9 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub raft: Addr<RaftActor>,
     pub storage: Addr<StorageActor>,
-    pub metrics: Arc<Metrics>,
+    pub exporter: Arc<Exporter>,
+    pub http_metrics: metrics::HttpMetrics,
+    pub storage_metrics: Arc<StorageMetrics>,
     pub health: HealthChecks,
     /// Cleared when shutdown begins: /readyz fails and new writes are refused.
     pub serving: Arc<AtomicBool>,
@@ -82,14 +86,14 @@ pub async fn record_http(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.http_metrics.clone());
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let res = next.call(req).await?;
     if let Some(metrics) = metrics {
-        let labels = HttpLabels { method, route, status: res.status().as_u16() };
-        metrics.http_requests.get_or_create(&labels).inc();
-        metrics.http_request_seconds.observe(started.elapsed().as_secs_f64());
+        let labels = metrics::HttpLabels { method, route, status: res.status().as_u16() };
+        metrics.requests.get_or_create(&labels).inc();
+        metrics.request_seconds.observe(started.elapsed().as_secs_f64());
     }
     Ok(res)
 }

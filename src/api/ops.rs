@@ -19,10 +19,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 type State = web::Data<AppState>;
 
 async fn metrics(state: State) -> HttpResponse {
-    state.metrics.sled_size_bytes.set(state.db.size_on_disk() as i64);
+    state.storage_metrics.sled_size_bytes.set(state.db.size_on_disk() as i64);
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.metrics.encode())
+        .body(state.exporter.encode())
 }
 
 async fn probe(state: &AppState, probe: Probe) -> HttpResponse {

@@ -2,8 +2,6 @@
 //! that components register into (`check`).
 
 pub mod check;
-pub mod metrics;
 pub mod node_checks;
 
 pub use check::{Check, CheckReport, HealthChecks, Probe};
-pub use metrics::Metrics;

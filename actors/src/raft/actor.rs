@@ -15,11 +15,11 @@ use openraft::{ChangeMembers, ServerState};
 use tokio::sync::{oneshot, watch};
 
 use super::batcher::{Batcher, BatcherLimits, Committed};
+use super::metrics::RaftMetricsFamilies as Metrics;
 use super::network::PeerNetwork;
 use super::ops::{self, status_of};
 use crate::command::{Command, Proposal};
 use crate::error::{Error, Result};
-use crate::health::Metrics;
 use crate::storage::{LogStore, StateMachine};
 use crate::typ::*;
 
@@ -170,7 +170,7 @@ impl RaftActor {
                     max_queued: settings.max_queued_writes,
                     commit_timeout: settings.write_timeout,
                 };
-                let batcher = Batcher::new(raft.clone(), limits);
+                let batcher = Batcher::new(raft.clone(), limits, (*metrics).clone());
                 RaftActor { raft, batcher, settings: Arc::new(settings), peers, metrics }.start()
             });
             let _ = tx.send(answer.map_err(|e| Error::Raft(e.to_string())));

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::metrics::RaftMetricsFamilies;
 use crate::command::{CommandResult, Proposal, ProposalBatch};
 use crate::typ::{ClientWriteError, Raft, RaftError};
 
@@ -65,12 +66,13 @@ pub struct Batcher {
     raft: Raft,
     queue: Mutex<Queue>,
     limits: BatcherLimits,
+    metrics: RaftMetricsFamilies,
 }
 
 impl Batcher {
-    pub fn new(raft: Raft, limits: BatcherLimits) -> Arc<Batcher> {
+    pub fn new(raft: Raft, limits: BatcherLimits, metrics: RaftMetricsFamilies) -> Arc<Batcher> {
         let limits = BatcherLimits { max_in_flight: limits.max_in_flight.max(1), ..limits };
-        Arc::new(Batcher { raft, queue: Mutex::default(), limits })
+        Arc::new(Batcher { raft, queue: Mutex::default(), limits, metrics })
     }
 
     /// Proposes `proposal`, alone or together with others; answers once its entry is applied,
@@ -81,9 +83,11 @@ impl Batcher {
         let start = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             if q.waiting.len() >= self.limits.max_queued {
+                self.metrics.writes_overloaded.inc();
                 return Err(SubmitError::Overloaded { queued: q.waiting.len() });
             }
             q.waiting.push(Pending { proposal, size, reply });
+            self.metrics.writes_queued.set(q.waiting.len() as i64);
             (q.in_flight < self.limits.max_in_flight).then(|| {
                 q.in_flight += 1;
                 self.take(&mut q)
@@ -116,7 +120,9 @@ impl Batcher {
             })
             .count()
             .max(1);
-        q.waiting.drain(..count.min(q.waiting.len())).collect()
+        let taken = q.waiting.drain(..count.min(q.waiting.len())).collect();
+        self.metrics.writes_queued.set(q.waiting.len() as i64);
+        taken
     }
 
     /// Proposes batches until the queue is empty, each bounded by the commit timeout.
@@ -140,6 +146,7 @@ impl Batcher {
                 }
                 Err(_) => {
                     let timeout_ms = self.limits.commit_timeout.as_millis() as u64;
+                    self.metrics.writes_unconfirmed.inc_by(batch.len() as u64);
                     tracing::warn!(timeout_ms, proposals = batch.len(), "an entry was not committed in time");
                     for pending in batch {
                         let _ = pending.reply.send(Err(SubmitError::Unconfirmed { timeout_ms }));

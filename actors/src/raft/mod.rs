@@ -3,6 +3,7 @@
 
 pub mod actor;
 pub mod batcher;
+pub mod metrics;
 pub mod network;
 mod ops;
 

@@ -13,12 +13,11 @@ use tokio::time::{sleep, timeout_at, Instant};
 
 use super::actor::RaftSettings;
 use super::batcher::{Batcher, Committed, SubmitError};
+use super::metrics::{RaftMetricsFamilies as Metrics, RoleLabels};
 use super::network::{PeerError, PeerNetwork};
 use super::path;
 use crate::command::{CommandResult, Proposal};
 use crate::error::{Error, Result};
-use crate::health::metrics::RoleLabels;
-use crate::health::Metrics;
 use crate::typ::*;
 
 /// What a committed write answers.
@@ -281,19 +280,19 @@ pub async fn export_metrics(mut rx: watch::Receiver<RaftMetrics>, metrics: Arc<M
                 [ServerState::Leader, ServerState::Follower, ServerState::Candidate, ServerState::Learner]
             {
                 let labels = RoleLabels { role: role_name(state).to_string() };
-                metrics.raft_role.get_or_create(&labels).set(i64::from(m.state == state));
+                metrics.role.get_or_create(&labels).set(i64::from(m.state == state));
             }
             if m.state == ServerState::Candidate && last_state != Some(ServerState::Candidate) {
-                metrics.raft_elections.inc();
+                metrics.elections.inc();
             }
             if m.current_leader != last_leader {
-                metrics.raft_leader_changes.inc();
+                metrics.leader_changes.inc();
                 last_leader = m.current_leader;
             }
             last_state = Some(m.state);
-            metrics.raft_term.set(m.current_term as i64);
-            metrics.raft_last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
-            metrics.raft_last_applied_index.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+            metrics.term.set(m.current_term as i64);
+            metrics.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
+            metrics.last_applied_index.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
         }
         if rx.changed().await.is_err() {
             return;

@@ -20,8 +20,8 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageError, StorageIOError};
 use tokio::sync::oneshot;
 
+use super::metrics::StorageMetrics as Metrics;
 use super::{be, decode, encode, flush_durably, Db};
-use crate::health::Metrics;
 use crate::typ::{Entry, LogId, Vote};
 use crate::TypeConfig;
 
@@ -180,7 +180,9 @@ impl Flusher {
         // Observed before the flush, so the flush makes what it records durable.
         let observed = manifest::observe(&self.db);
         let started = Instant::now();
-        let mut result = flush_durably(&self.db).map(|_| ());
+        let mut result = flush_durably(&self.db).map(|synced| {
+            self.metrics.side_files_synced.inc_by(synced as u64);
+        });
         self.metrics.log_flush_seconds.observe(started.elapsed().as_secs_f64());
         // An explicit sync (vote, shutdown) records the manifest before it answers; appends
         // are answered first and the manifest follows at most once a second.
@@ -216,9 +218,14 @@ impl Flusher {
     /// Nothing asked for a flush for a while: make sled's background writes durable anyway.
     fn idle_sync(&mut self) {
         let observed = manifest::observe(&self.db);
-        if let Err(e) = flush_durably(&self.db) {
-            tracing::error!(error = %e, "idle sync of the data directory failed");
-            return;
+        match flush_durably(&self.db) {
+            Ok(synced) => {
+                self.metrics.side_files_synced.inc_by(synced as u64);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "idle sync of the data directory failed");
+                return;
+            }
         }
         if self.manifest_written.elapsed() >= MANIFEST_INTERVAL {
             if let Err(e) = observed.and_then(|m| self.write_manifest(&m)) {
@@ -304,7 +311,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError<u64>> {
         let index = committed.map(|l| l.index).unwrap_or(0);
         self.committed.fetch_max(index, Ordering::Relaxed);
-        self.metrics.raft_commit_index.set(index as i64);
+        self.metrics.committed_index.set(index as i64);
         // Not synced: a lost commit index is only re-learned from the leader.
         self.db.raft_meta.insert(KEY_COMMITTED, encode(&committed)).map_err(write_err)?;
         Ok(())

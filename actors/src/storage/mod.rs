@@ -7,6 +7,7 @@ pub mod durable;
 pub mod graph;
 pub mod log_store;
 pub mod manifest;
+pub mod metrics;
 pub mod reads;
 pub mod snapshot;
 pub mod staged;
@@ -240,12 +241,12 @@ fn open_generation(sled: &sled::Db, generation: u64) -> sled::Result<Tables> {
 
 /// Makes everything written so far durable: sled's flush (which ends with `sync_file_range`,
 /// not durable on power loss), an fdatasync of its data file through our own descriptor, then
-/// the files sled writes beside it and the directories that gained or lost entries.
+/// the files sled writes beside it and the directories that gained or lost entries. Answers
+/// how many such side files it synced.
 pub fn flush_durably(db: &Db) -> std::io::Result<usize> {
-    let bytes = db.sled.flush().map_err(std::io::Error::other)?;
+    db.sled.flush().map_err(std::io::Error::other)?;
     db.data_file.sync_data()?;
-    db.files.sync()?;
-    Ok(bytes)
+    Ok(db.files.sync()?.files_synced)
 }
 
 /// The text of a caught panic.
@@ -289,7 +290,7 @@ pub struct Stores {
 }
 
 /// Opens (or creates) all of a node's storage under `data_dir`.
-pub fn open(data_dir: &Path, metrics: Arc<crate::health::Metrics>) -> Result<Stores> {
+pub fn open(data_dir: &Path, metrics: Arc<metrics::StorageMetrics>) -> Result<Stores> {
     let corrupted = |cause: String| Error::Corrupted { dir: data_dir.to_path_buf(), cause };
     durable::create_dir_durably(data_dir)
         .map_err(|e| Error::Storage { dir: data_dir.to_path_buf(), cause: e.to_string() })?;

@@ -19,12 +19,12 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageError, St
 use tokio::sync::broadcast;
 
 use super::graph::{self, META_CLOCK, META_LAST_APPLIED, META_MEMBERSHIP};
+use super::metrics::StorageMetrics as Metrics;
 use super::snapshot::SnapshotFiles;
 use super::staged::Staged;
 use super::view::Views;
 use super::{be, decode, encode, from_be, Db, Table, Tables};
 use crate::command::{BatchResults, CommandResult, Proposal};
-use crate::health::Metrics;
 use crate::typ::{Entry, LogId, SnapshotMeta, StoredMembership};
 use crate::TypeConfig;
 

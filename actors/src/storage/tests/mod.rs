@@ -11,8 +11,8 @@ use super::{open, LogStore, StateMachine};
 use crate::command::{
     AtomRef, BatchResults, Command, CommandResult, Expect, Proposal, ProposalBatch, Rejection,
 };
-use crate::health::Metrics;
 use crate::model::Merge;
+use crate::storage::metrics::StorageMetrics;
 use crate::typ::{Entry, StorageError};
 
 mod snapshots;
@@ -22,7 +22,8 @@ struct SledBuilder;
 impl StoreBuilder<crate::TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = TempDir::new().expect("temp dir");
-        let stores = open(dir.path(), Arc::new(Metrics::new())).expect("open store");
+        let stores = open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry())))
+            .expect("open store");
         Ok((dir, stores.log, stores.state_machine))
     }
 }
@@ -57,7 +58,8 @@ pub(super) fn link(outgoing: Vec<AtomRef>) -> Command {
 #[test]
 fn rejected_batch_writes_nothing_and_replayed_keys_apply_once() {
     let dir = TempDir::new().unwrap();
-    let stores = open(dir.path(), Arc::new(Metrics::new())).unwrap();
+    let stores =
+        open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap();
     let core = stores.core;
     let results = only(core.apply(vec![entry(1, "a", node("cat"))]).unwrap());
     assert!(matches!(&results[0], CommandResult::Atom { created: true, .. }));
@@ -79,7 +81,8 @@ fn rejected_batch_writes_nothing_and_replayed_keys_apply_once() {
 #[test]
 fn compare_and_set_and_cascading_delete() {
     let dir = TempDir::new().unwrap();
-    let core = open(dir.path(), Arc::new(Metrics::new())).unwrap().core;
+    let core =
+        open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap().core;
     let batch = Command::Batch {
         ops: vec![
             node("a"),
@@ -113,12 +116,14 @@ fn compare_and_set_and_cascading_delete() {
 #[test]
 fn snapshot_round_trips_into_an_empty_store() {
     let (src_dir, dst_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
-    let src = open(src_dir.path(), Arc::new(Metrics::new())).unwrap();
+    let src =
+        open(src_dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap();
     let entries: Vec<Entry> = (1..=50).map(|i| entry(i, &format!("k{i}"), node(&format!("n{i}")))).collect();
     src.core.apply(entries).unwrap();
     let (meta, path) = src.core.build_snapshot().unwrap();
     assert_eq!(super::snapshot::verify(&path).unwrap(), meta);
-    let dst = open(dst_dir.path(), Arc::new(Metrics::new())).unwrap();
+    let dst =
+        open(dst_dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap();
     dst.core.install(&meta, &path).unwrap();
     assert_eq!(src.core.digest().unwrap(), dst.core.digest().unwrap());
     // The idempotency table travels with the snapshot.
@@ -129,7 +134,8 @@ fn snapshot_round_trips_into_an_empty_store() {
 #[test]
 fn proposals_sharing_an_entry_apply_independently() {
     let dir = TempDir::new().unwrap();
-    let core = open(dir.path(), Arc::new(Metrics::new())).unwrap().core;
+    let core =
+        open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap().core;
     let p = |key: &str, command| Proposal { key: key.into(), time_ms: 5, command };
     let entry = Entry {
         log_id: LogId::new(LeaderId::new(1, 1), 1),
@@ -161,7 +167,8 @@ fn proposals_sharing_an_entry_apply_independently() {
 #[test]
 fn near_limit_entries_write_no_blob_files() {
     let dir = TempDir::new().unwrap();
-    let stores = open(dir.path(), Arc::new(Metrics::new())).unwrap();
+    let stores =
+        open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap();
     let long = |i: usize, j: usize| format!("{i}-{j}-{}", "n".repeat(crate::command::MAX_NAME_LEN - 16));
     for i in 0..120u64 {
         // What `append` writes: one ~100 KiB entry per index.
@@ -233,7 +240,7 @@ fn a_panic_inside_sled_at_open_becomes_a_refusal() {
 pub(super) fn reopen(dir: &std::path::Path) -> crate::Result<super::Stores> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        match open(dir, Arc::new(Metrics::new())) {
+        match open(dir, Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))) {
             Err(crate::Error::Storage { cause, .. })
                 if cause.contains("lock") && std::time::Instant::now() < deadline =>
             {
@@ -252,7 +259,8 @@ fn a_node_that_lost_durable_log_entries_refuses_to_start() {
     let dir = TempDir::new().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     {
-        let stores = open(dir.path(), Arc::new(Metrics::new())).unwrap();
+        let stores =
+            open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap();
         for i in 1..=10 {
             stores.db.log.insert(super::be(i), super::encode(&entry(i, "", node(&format!("n{i}"))))).unwrap();
         }
@@ -294,11 +302,15 @@ fn a_node_that_lost_durable_log_entries_refuses_to_start() {
 fn a_directory_of_another_format_is_refused_with_its_version() {
     let dir = TempDir::new().unwrap();
     std::fs::create_dir_all(dir.path().join("sled")).unwrap();
-    let err = open(dir.path(), Arc::new(Metrics::new())).err().expect("no manifest");
+    let err = open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry())))
+        .err()
+        .expect("no manifest");
     assert!(err.to_string().contains("no MANIFEST.json"), "{err}");
     std::fs::write(dir.path().join("MANIFEST.json"), r#"{"format": 1, "applied_index": 12, "vote_term": 2}"#)
         .unwrap();
-    let err = open(dir.path(), Arc::new(Metrics::new())).err().expect("format 1");
+    let err = open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry())))
+        .err()
+        .expect("format 1");
     let text = err.to_string();
     assert!(matches!(err, crate::Error::Format { .. }), "{text}");
     assert!(

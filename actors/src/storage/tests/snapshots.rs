@@ -10,13 +10,13 @@ use tempfile::TempDir;
 
 use super::{entry, link, node};
 use crate::command::{AtomRef, Command};
-use crate::health::Metrics;
+use crate::storage::metrics::StorageMetrics;
 use crate::storage::reads::GraphReader;
 use crate::storage::{open, snapshot, Stores};
 use crate::typ::Entry;
 
 fn store(dir: &TempDir) -> Stores {
-    open(dir.path(), Arc::new(Metrics::new())).unwrap()
+    open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap()
 }
 
 /// `count` entries from `first` on, each adding 100 nodes and linking pairs of them.

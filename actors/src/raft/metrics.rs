@@ -1,0 +1,67 @@
+//! The Raft component's metric families: role, term, indexes, elections, leader changes (mirrored
+//! from openraft's metrics), and the write batcher's queue and outcomes.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::metrics::Registry;
+
+/// Labels of the Raft role gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    pub role: String,
+}
+
+#[derive(Clone)]
+pub struct RaftMetricsFamilies {
+    pub role: Family<RoleLabels, Gauge>,
+    pub term: Gauge,
+    pub last_log_index: Gauge,
+    pub last_applied_index: Gauge,
+    pub elections: Counter,
+    pub leader_changes: Counter,
+    pub writes_queued: Gauge,
+    pub writes_unconfirmed: Counter,
+    pub writes_overloaded: Counter,
+}
+
+impl RaftMetricsFamilies {
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = RaftMetricsFamilies {
+            role: Family::default(),
+            term: Gauge::default(),
+            last_log_index: Gauge::default(),
+            last_applied_index: Gauge::default(),
+            elections: Counter::default(),
+            leader_changes: Counter::default(),
+            writes_queued: Gauge::default(),
+            writes_unconfirmed: Counter::default(),
+            writes_overloaded: Counter::default(),
+        };
+        let reg = reg.sub_registry_with_prefix("raft");
+        reg.register("role", "1 for this node's current Raft role", m.role.clone());
+        reg.register("term", "Current Raft term", m.term.clone());
+        reg.register("last_log_index", "Last log index", m.last_log_index.clone());
+        reg.register("last_applied_index", "Last applied index", m.last_applied_index.clone());
+        reg.register("elections", "Elections this node started", m.elections.clone());
+        reg.register("leader_changes", "Times the known leader changed", m.leader_changes.clone());
+        reg.register(
+            "writes_queued",
+            "Proposals waiting on this leader for an in-flight entry",
+            m.writes_queued.clone(),
+        );
+        reg.register(
+            "writes_unconfirmed",
+            "Proposals whose entry was not committed within the write timeout",
+            m.writes_unconfirmed.clone(),
+        );
+        reg.register(
+            "writes_overloaded",
+            "Proposals refused because the leader's queue was full",
+            m.writes_overloaded.clone(),
+        );
+        m
+    }
+}
