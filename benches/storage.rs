@@ -18,6 +18,7 @@ fn proposal(i: u64) -> Proposal {
     Proposal {
         key: format!("bench-{i}"),
         time_ms: 1_700_000_000_000 + i,
+        space: "default".into(),
         command: Command::AddNode {
             atom_type: "ConceptNode".into(),
             name: format!("concept number {i}"),
@@ -33,6 +34,7 @@ fn apply(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let stores = storage::open(
         dir.path(),
+        Default::default(),
         Arc::new(StorageMetrics::register(&mut cograft_actors::metrics::registry())),
     )
     .unwrap();

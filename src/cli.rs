@@ -104,6 +104,9 @@ struct Target {
     /// Node to talk to (HOST:PORT); repeat to give several.
     #[arg(long, global = true, default_value = "127.0.0.1:7101")]
     addr: Vec<String>,
+    /// Memory space to work in (default: `default`).
+    #[arg(long, global = true)]
+    space: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -190,7 +193,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(crate::bench::run(args))
         }
         Command::Admin { command, target } => runtime()?.block_on(admin(command, Client::new(target.addr)?)),
-        Command::Atom { command, target } => runtime()?.block_on(atom(command, Client::new(target.addr)?)),
+        Command::Atom { command, target } => {
+            runtime()?.block_on(atom(command, Client::new(target.addr)?.in_space(target.space)))
+        }
     }
 }
 

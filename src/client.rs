@@ -13,6 +13,8 @@ use serde_json::Value;
 pub struct Client {
     addrs: Vec<String>,
     http: reqwest::Client,
+    /// The memory space every request names (`X-Cograft-Space`); `None` = the default space.
+    space: Option<String>,
     /// Total time a request may spend retrying.
     pub patience: Duration,
 }
@@ -34,7 +36,13 @@ impl Client {
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(30))
             .build()?;
-        Ok(Client { addrs, http, patience: Duration::from_secs(15) })
+        Ok(Client { addrs, http, space: None, patience: Duration::from_secs(15) })
+    }
+
+    /// The same client, working in `space`.
+    pub fn in_space(mut self, space: Option<String>) -> Client {
+        self.space = space;
+        self
     }
 
     /// Sends one request and returns whatever the server answered (no retries).
@@ -52,6 +60,9 @@ impl Client {
         }
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
+        }
+        if let Some(space) = &self.space {
+            request = request.header("X-Cograft-Space", space);
         }
         let response = request.send().await?;
         let status = response.status();

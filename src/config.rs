@@ -76,6 +76,10 @@ pub struct ApiSettings {
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
     pub read_threads: usize,
+    pub cache_capacity_bytes: u64,
+    pub observations_per_subject: u64,
+    pub observation_max_age_ms: u64,
+    pub maintenance_budget: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -173,6 +177,12 @@ impl Settings {
         if self.storage.read_threads == 0 {
             bail!("storage.read_threads must be positive");
         }
+        if self.storage.cache_capacity_bytes < 1 << 20 {
+            bail!("storage.cache_capacity_bytes must be at least 1048576 (1 MiB)");
+        }
+        if self.storage.maintenance_budget == 0 {
+            bail!("storage.maintenance_budget must be positive: deleted spaces and retention need it");
+        }
         if !matches!(self.log.format.as_str(), "pretty" | "json") {
             bail!("log.format must be \"pretty\" or \"json\", got {:?}", self.log.format);
         }
@@ -221,7 +231,16 @@ impl Settings {
             max_in_flight: r.max_in_flight,
             max_entry_bytes: self.api.max_entry_bytes,
             max_queued_writes: r.max_queued_writes,
+            maintenance: cograft_actors::command::Maintenance {
+                observations_per_subject: self.storage.observations_per_subject,
+                observation_max_age_ms: self.storage.observation_max_age_ms,
+                budget: self.storage.maintenance_budget,
+            },
         }
+    }
+
+    pub fn storage_options(&self) -> cograft_actors::storage::StorageOptions {
+        cograft_actors::storage::StorageOptions { cache_capacity_bytes: self.storage.cache_capacity_bytes }
     }
 
     /// The settings as TOML, with the cluster secret redacted unless `with_secret`.

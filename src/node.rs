@@ -38,7 +38,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let raft_metrics_families = Arc::new(RaftMetricsFamilies::register(&mut registry));
     let http_metrics = crate::api::metrics::HttpMetrics::register(&mut registry);
     let exporter = Arc::new(Exporter::new(registry));
-    let stores = cograft_actors::storage::open(&data_dir, storage_metrics.clone())?;
+    let stores =
+        cograft_actors::storage::open(&data_dir, settings.storage_options(), storage_metrics.clone())?;
     if stores.log.forget_leadership(settings.node.id)? {
         tracing::info!(
             "this node led before it stopped; it will stand for election again instead of resuming"

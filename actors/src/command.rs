@@ -4,11 +4,16 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    validate_type_name, Atom, AtomId, Merge, Observation, Session, SessionStatus, TruthValue,
+    validate_space_name, validate_type_name, Atom, AtomId, Merge, Observation, Session, SessionStatus,
+    TruthValue, DEFAULT_SPACE,
 };
 
-/// Longest node name, in bytes (the entry must stay well under sled's 128 KiB blob threshold).
+/// Longest node name, in bytes.
 pub const MAX_NAME_LEN: usize = 16 * 1024;
+/// Most removed ids a delete's result lists (`removed_count` has the total).
+pub const MAX_LISTED_REMOVED: usize = 1000;
+/// Largest encoded result kept whole for idempotency; larger ones keep their compact form.
+pub const MAX_KEPT_RESULT: usize = 4096;
 /// Most operations in one batch.
 pub const MAX_BATCH_OPS: usize = 1000;
 /// Most members of one link.
@@ -17,11 +22,37 @@ pub const MAX_OUTGOING: usize = 4096;
 /// One log entry's payload: the command plus what makes apply deterministic and idempotent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
-    /// Idempotency key: a repeat answers with the first result instead of applying again.
+    /// Idempotency key (per space): a repeat answers with the first result instead of applying.
     pub key: String,
     /// Wall-clock time at the proposing node (ms); apply uses max(last applied time, this).
     pub time_ms: u64,
+    /// The memory space every atom, session and observation of the command belongs to.
+    #[serde(default = "default_space")]
+    pub space: String,
     pub command: Command,
+}
+
+fn default_space() -> String {
+    DEFAULT_SPACE.to_string()
+}
+
+/// Bounded housekeeping the leader asks for with every `Tick`. Its limits travel in the
+/// command (from the leader's configuration), never read from each node's, so every replica
+/// does exactly the same work at the same index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    /// Observations kept per (space, subject); older ones go first. 0 = no limit.
+    pub observations_per_subject: u64,
+    /// Observations older than this (apply time) are removed. 0 = kept forever.
+    pub observation_max_age_ms: u64,
+    /// Most rows one tick may remove (space deletion and retention together).
+    pub budget: u64,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Maintenance { observations_per_subject: 0, observation_max_age_ms: 0, budget: 10_000 }
+    }
 }
 
 /// One log entry's payload: independent proposals that share one append and one fsync. openraft
@@ -117,8 +148,17 @@ pub enum Command {
         features: serde_json::Value,
         message: String,
     },
-    /// The leader's periodic clock: advances apply time and expires idle sessions.
-    Tick,
+    /// Starts deleting a memory space: it disappears from reads and refuses writes at once;
+    /// its contents are removed by the following ticks, `maintenance.budget` rows at a time.
+    DeleteSpace {
+        name: String,
+    },
+    /// The leader's periodic clock: advances apply time, expires idle sessions, and does a
+    /// bounded amount of housekeeping (space deletion, observation retention).
+    Tick {
+        #[serde(default)]
+        maintenance: Maintenance,
+    },
 }
 
 /// What applying a command answered. Rejections are results too: they are replicated so a
@@ -131,7 +171,22 @@ pub enum CommandResult {
         created: bool,
     },
     Deleted {
+        /// The removed ids, at most [`MAX_LISTED_REMOVED`] of them.
         removed: Vec<AtomId>,
+        removed_count: u64,
+    },
+    /// The compact form of an atom result, kept for idempotency when the atom is large.
+    AtomWritten {
+        id: AtomId,
+        created: bool,
+    },
+    /// The compact form of a session or observation result.
+    Written {
+        id: u64,
+    },
+    /// A space deletion began (or was under way already).
+    SpaceDeleting {
+        name: String,
     },
     Value {
         id: AtomId,
@@ -172,6 +227,12 @@ pub enum Rejection {
     CasFailed { current: Option<serde_json::Value> },
     #[error("session {id} is closed")]
     SessionClosed { id: u64 },
+    #[error("atom {id} already has {limit} named values, the most one atom may carry")]
+    TooManyValues { id: AtomId, limit: usize },
+    #[error("space {name:?} is being deleted; it accepts no writes until it is gone")]
+    SpaceDeleting { name: String },
+    #[error("space {name:?} does not exist")]
+    UnknownSpace { name: String },
     #[error(
         "deleting atom {id} would remove more than {limit} atoms (it and the links that contain \
          it); delete those links first, in pages of GET /v1/atoms/{id}/incoming"
@@ -179,6 +240,58 @@ pub enum Rejection {
     CascadeTooLarge { id: AtomId, limit: usize },
     #[error("batch op {op} failed: {cause}")]
     InBatch { op: usize, cause: Box<Rejection> },
+}
+
+impl CommandResult {
+    /// What the idempotency table keeps of this result: itself when small, else a compact form
+    /// (atoms by id, deletions by their first ids and count), so every kept record is bounded.
+    pub fn for_idempotency(&self) -> CommandResult {
+        match self {
+            CommandResult::Batch { results } => {
+                CommandResult::Batch { results: results.iter().map(CommandResult::compact).collect() }
+            }
+            small
+                if rmp_serde::to_vec_named(small).map(|b| b.len()).unwrap_or(usize::MAX)
+                    <= MAX_KEPT_RESULT =>
+            {
+                small.clone()
+            }
+            large => large.compact(),
+        }
+    }
+
+    fn compact(&self) -> CommandResult {
+        match self {
+            CommandResult::Atom { atom, created } => {
+                CommandResult::AtomWritten { id: atom.id, created: *created }
+            }
+            CommandResult::Deleted { removed, removed_count } => CommandResult::Deleted {
+                removed: removed.iter().take(100).copied().collect(),
+                removed_count: *removed_count,
+            },
+            CommandResult::Value { id, key, .. } => {
+                CommandResult::Value { id: *id, key: key.clone(), value: serde_json::Value::Null }
+            }
+            CommandResult::Session { session } => CommandResult::Written { id: session.id },
+            CommandResult::Observation { observation } => CommandResult::Written { id: observation.id },
+            CommandResult::Rejected { error } => CommandResult::Rejected { error: error.without_values() },
+            // Batch (not nested), Ticked, Noop, SpaceDeleting and the other rejections are small.
+            other => other.clone(),
+        }
+    }
+}
+
+impl Rejection {
+    /// The same rejection without the values it carries (a compare-and-set's current value).
+    fn without_values(&self) -> Rejection {
+        match self {
+            Rejection::CasFailed { .. } => Rejection::CasFailed { current: None },
+            Rejection::InBatch { op, cause } => {
+                Rejection::InBatch { op: *op, cause: Box::new(cause.without_values()) }
+            }
+            other => other.clone(),
+        }
+    }
 }
 
 impl Command {
@@ -252,7 +365,8 @@ impl Command {
                     return Err("subject must be 1..=256 bytes without NUL".into());
                 }
             }
-            Command::UpdateSession { .. } | Command::Tick => {}
+            Command::DeleteSpace { name } => validate_space_name(name)?,
+            Command::UpdateSession { .. } | Command::Tick { .. } => {}
         }
         Ok(())
     }
@@ -286,6 +400,7 @@ mod tests {
         let p = Proposal {
             key: "k".into(),
             time_ms: 7,
+            space: "agent_7".into(),
             command: Command::SetValue {
                 id: AtomRef::Id(3),
                 key: "x".into(),
@@ -295,5 +410,17 @@ mod tests {
         };
         let bytes = rmp_serde::to_vec_named(&p).unwrap();
         assert_eq!(rmp_serde::from_slice::<Proposal>(&bytes).unwrap(), p);
+    }
+
+    #[test]
+    fn kept_results_are_bounded() {
+        let removed: Vec<AtomId> = (1..=5000).collect();
+        let big = CommandResult::Deleted { removed, removed_count: 5000 };
+        let kept = big.for_idempotency();
+        assert!(
+            matches!(&kept, CommandResult::Deleted { removed, removed_count: 5000 } if removed.len() == 100)
+        );
+        let small = CommandResult::Ticked { time_ms: 1 };
+        assert_eq!(small.for_idempotency(), small);
     }
 }

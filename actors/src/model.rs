@@ -1,5 +1,6 @@
 //! The data model: atoms (nodes and links) with truth and attention values, named values,
-//! agent sessions and observations. Everything here is plain data, persisted with named fields.
+//! agent sessions and observations, each in a memory space. Everything here is plain data,
+//! persisted with named fields.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +9,9 @@ pub type AtomId = u64;
 
 /// Longest accepted type name, in bytes.
 pub const MAX_TYPE_LEN: usize = 64;
+
+/// The space a request without `?space=` or `X-Cograft-Space` uses.
+pub const DEFAULT_SPACE: &str = "default";
 
 /// PLN-style truth value: how true (`strength`) and how sure (`confidence`), both in [0, 1].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -99,6 +103,8 @@ pub enum AtomKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Atom {
     pub id: AtomId,
+    /// The memory space it belongs to (links join atoms of one space only).
+    pub space: String,
     #[serde(rename = "type")]
     pub atom_type: String,
     #[serde(flatten)]
@@ -112,6 +118,14 @@ pub struct Atom {
 }
 
 impl Atom {
+    /// A node's name (`None` for links).
+    pub fn name(&self) -> Option<&str> {
+        match &self.kind {
+            AtomKind::Node { name } => Some(name),
+            AtomKind::Link { .. } => None,
+        }
+    }
+
     /// The ids this atom points to (empty for nodes).
     pub fn outgoing(&self) -> &[AtomId] {
         match &self.kind {
@@ -123,14 +137,46 @@ impl Atom {
 
 /// Checks a type name is an identifier: `[A-Za-z][A-Za-z0-9_]{0,63}`.
 pub fn validate_type_name(name: &str) -> Result<(), String> {
+    validate_identifier("type", name)
+}
+
+/// Checks a space name: the same rules as a type name.
+pub fn validate_space_name(name: &str) -> Result<(), String> {
+    validate_identifier("space", name)
+}
+
+fn validate_identifier(what: &str, name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
     if !first_ok || name.len() > MAX_TYPE_LEN || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!(
-            "type {name:?} is not an identifier: it must match [A-Za-z][A-Za-z0-9_]{{0,63}}"
+            "{what} {name:?} is not an identifier: it must match [A-Za-z][A-Za-z0-9_]{{0,63}}"
         ));
     }
     Ok(())
+}
+
+/// What the state machine keeps about one memory space: how much it holds, and whether it is
+/// being deleted (its atoms are removed a bounded number per entry; writes are refused).
+/// Quotas per space will live here too.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceInfo {
+    pub name: String,
+    pub nodes: u64,
+    pub links: u64,
+    pub sessions: u64,
+    pub observations: u64,
+    pub deleting: bool,
+}
+
+impl SpaceInfo {
+    pub fn atoms(&self) -> u64 {
+        self.nodes + self.links
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.atoms() == 0 && self.sessions == 0 && self.observations == 0
+    }
 }
 
 /// Lifecycle of an agent session.
@@ -156,6 +202,7 @@ impl SessionStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     pub id: u64,
+    pub space: String,
     pub status: SessionStatus,
     /// An idle session closes this long after its last update.
     pub ttl_ms: u64,
@@ -171,6 +218,7 @@ pub struct Session {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
     pub id: u64,
+    pub space: String,
     pub subject: String,
     pub success: bool,
     pub duration_ms: u64,
@@ -180,7 +228,7 @@ pub struct Observation {
     pub recorded_ms: u64,
 }
 
-/// Aggregates over a subject's observations.
+/// Aggregates over a subject's retained observations.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ObservationStats {
     pub subject: String,
@@ -189,6 +237,39 @@ pub struct ObservationStats {
     pub success_rate: f64,
     pub mean_duration_ms: f64,
     pub total_bytes: u64,
+}
+
+/// The running sums the state machine keeps per (space, subject), so stats and retention need
+/// no scan of the subject's observations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectTotals {
+    pub count: u64,
+    pub successes: u64,
+    pub total_bytes: u64,
+    pub total_duration_ms: u64,
+}
+
+impl SubjectTotals {
+    pub fn add(&mut self, o: &Observation, sign: i8) {
+        let apply =
+            |v: &mut u64, d: u64| *v = if sign > 0 { v.saturating_add(d) } else { v.saturating_sub(d) };
+        apply(&mut self.count, 1);
+        apply(&mut self.successes, u64::from(o.success));
+        apply(&mut self.total_bytes, o.bytes);
+        apply(&mut self.total_duration_ms, o.duration_ms);
+    }
+
+    pub fn stats(&self, subject: &str) -> ObservationStats {
+        let n = self.count.max(1) as f64;
+        ObservationStats {
+            subject: subject.to_string(),
+            count: self.count,
+            successes: self.successes,
+            success_rate: if self.count == 0 { 0.0 } else { self.successes as f64 / n },
+            mean_duration_ms: if self.count == 0 { 0.0 } else { self.total_duration_ms as f64 / n },
+            total_bytes: self.total_bytes,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -266,16 +266,29 @@ pub async fn run_set(
     Ok(tally)
 }
 
-/// Reads every set element back (linearizably) from one node after healing.
+/// Reads every set element back (linearizably, page by page) from one node after healing.
 pub async fn read_set(addr: &str, timeout: Duration) -> anyhow::Result<BTreeSet<String>> {
     let http = reqwest::Client::builder().timeout(timeout).build()?;
-    let r = http.get(format!("http://{addr}/v1/atoms?type=ChaosElement&limit=100000000")).send().await?;
-    anyhow::ensure!(r.status().is_success(), "set read answered {}", r.status());
-    let v: Value = r.json().await?;
-    Ok(v["atoms"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["name"].as_str().map(str::to_string))
-        .collect())
+    let mut names = BTreeSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = format!("http://{addr}/v1/atoms?type=ChaosElement&limit=10000");
+        if let Some(cursor) = &after {
+            url.push_str(&format!("&after={cursor}"));
+        }
+        let r = http.get(url).send().await?;
+        anyhow::ensure!(r.status().is_success(), "set read answered {}", r.status());
+        let v: Value = r.json().await?;
+        names.extend(
+            v["atoms"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["name"].as_str().map(str::to_string)),
+        );
+        match v["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return Ok(names),
+        }
+    }
 }

@@ -82,6 +82,17 @@ impl From<Rejection> for ApiError {
                     .with("id", id)
                     .with("limit", limit)
             }
+            Rejection::TooManyValues { id, limit } => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_values", detail)
+                    .with("id", id)
+                    .with("limit", limit)
+            }
+            Rejection::SpaceDeleting { name } => {
+                ApiError::new(StatusCode::CONFLICT, "space_deleting", detail).with("space", name)
+            }
+            Rejection::UnknownSpace { name } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_space", detail).with("space", name)
+            }
             Rejection::InBatch { op, cause } => {
                 let inner = ApiError::from(*cause);
                 ApiError { detail: format!("batch op {op} failed: {}", inner.detail), ..inner }.with("op", op)

@@ -13,3 +13,4 @@ mod operations;
 mod replication;
 mod semantics;
 mod snapshots;
+mod spaces;

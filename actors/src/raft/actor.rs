@@ -49,6 +49,8 @@ pub struct RaftSettings {
     pub max_entry_bytes: usize,
     /// Proposals that may wait on the leader for an in-flight slot; more answer 503.
     pub max_queued_writes: usize,
+    /// What the leader's ticks ask every replica to do (retention, space deletion budget).
+    pub maintenance: crate::command::Maintenance,
 }
 
 /// Proposes a client write; forwards it to the leader when this node is not the leader.
@@ -197,8 +199,14 @@ impl Actor for RaftActor {
             }
             let batcher = act.batcher.clone();
             let time_ms = crate::now_ms();
+            let maintenance = act.settings.maintenance;
             actix::spawn(async move {
-                let tick = Proposal { key: String::new(), time_ms, command: Command::Tick };
+                let tick = Proposal {
+                    key: String::new(),
+                    time_ms,
+                    space: crate::model::DEFAULT_SPACE.to_string(),
+                    command: Command::Tick { maintenance },
+                };
                 if let Err(e) = batcher.submit(tick).await {
                     tracing::debug!(error = %e, "tick not committed");
                 }

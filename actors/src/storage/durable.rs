@@ -7,10 +7,10 @@
 //! yet synced at its current length (the data file `db` is fdatasynced by the caller through its
 //! own descriptor), then fsyncs each directory whose set of entries changed.
 //!
-//! A blob is written in full while sled holds its log reservation, and every `flush()` waits for
-//! the reservations claimed before it. So a blob first seen by one sync may still be growing,
-//! but is complete by the next sync that follows a flush: each sync re-checks the length of the
-//! files it saw the time before and otherwise lists the directories without a `stat` per entry.
+//! A file is synced again whenever its length changed since it was last synced (a blob may still
+//! be growing when a pass first sees it). Each pass lists both directories and stats each entry:
+//! cheap, as the sled directory holds a handful of files and `blobs/` stays empty (see the
+//! segment size in `storage`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -58,8 +58,6 @@ struct DirState {
     entries: Option<BTreeSet<OsString>>,
     /// Length each file had when it was last fsynced.
     synced_len: HashMap<OsString, u64>,
-    /// Files synced by the previous pass, which may still have been growing then.
-    recent: BTreeSet<OsString>,
 }
 
 /// Tracks and syncs the files sled writes beside its data file.
@@ -87,13 +85,8 @@ impl SledFiles {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            let recent = std::mem::take(&mut st.recent);
             for name in &names {
                 if name == DATA_FILE && dir == &self.dirs[0] {
-                    continue;
-                }
-                let known = st.synced_len.contains_key(name);
-                if known && !recent.contains(name) {
                     continue;
                 }
                 let path = dir.join(name);
@@ -102,7 +95,7 @@ impl SledFiles {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(e),
                 };
-                if st.synced_len.get(name) == Some(&len) && known {
+                if st.synced_len.get(name) == Some(&len) {
                     continue;
                 }
                 match File::open(&path).and_then(|f| f.sync_all()) {
@@ -112,7 +105,6 @@ impl SledFiles {
                 }
                 report.files_synced += 1;
                 st.synced_len.insert(name.clone(), len);
-                st.recent.insert(name.clone());
             }
             st.synced_len.retain(|name, _| names.contains(name));
             if st.entries.as_ref() != Some(&names) {

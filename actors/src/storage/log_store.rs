@@ -120,10 +120,17 @@ impl LogStore {
     }
 
     /// Removes the entries in `range` (blocking; call from a blocking context).
+    /// Removes the entries in `range` in chunks (blocking; call from a blocking context).
     fn remove_range(db: &Db, range: (Bound<[u8; 8]>, Bound<[u8; 8]>)) -> sled::Result<()> {
         let mut batch = sled::Batch::default();
+        let mut pending = 0;
         for item in db.log.range(range) {
             batch.remove(item?.0);
+            pending += 1;
+            if pending == super::REMOVE_CHUNK {
+                db.log.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
         }
         db.log.apply_batch(batch)
     }
@@ -362,8 +369,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // The state machine shares this database: make its applied state durable first, so
             // it can never be found behind the purged log after a crash.
             flush_durably(&db)?;
-            db.raft_meta.insert(KEY_LAST_PURGED, encode(&log_id)).map_err(io_err)?;
-            LogStore::remove_range(&db, (Bound::Unbounded, Bound::Included(be(log_id.index)))).map_err(io_err)
+            // openraft purges a follower's log as soon as it hands a received snapshot to the
+            // state machine, before the install (or even the file) is durable. While one is in
+            // progress, entries beyond what is applied or published stay until a later purge:
+            // a crash in between must find them to replay.
+            let covered = db.purge_limit()?;
+            let upto = if covered >= log_id.index {
+                log_id
+            } else {
+                match db.log.get(be(covered)).map_err(io_err)? {
+                    Some(bytes) => decode::<Entry>(&bytes, "log entry")?.log_id,
+                    None => return Ok(()),
+                }
+            };
+            let purged: Option<LogId> = match db.raft_meta.get(KEY_LAST_PURGED).map_err(io_err)? {
+                Some(bytes) => decode(&bytes, "last purged")?,
+                None => None,
+            };
+            if purged.is_some_and(|p| p.index >= upto.index) {
+                return Ok(());
+            }
+            db.raft_meta.insert(KEY_LAST_PURGED, encode(&upto)).map_err(io_err)?;
+            LogStore::remove_range(&db, (Bound::Unbounded, Bound::Included(be(upto.index)))).map_err(io_err)
         })
         .await
         .map_err(write_err)?

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::graph::META_LAST_APPLIED;
+use super::apply::META_LAST_APPLIED;
 use super::{decode, from_be, Db, Table};
 use crate::typ::{LogId, Vote};
 
@@ -63,8 +63,13 @@ pub fn write(data_dir: &Path, manifest: &Manifest) -> io::Result<()> {
     File::open(data_dir)?.sync_all()
 }
 
-/// What sled holds now (call before a flush: after it, these values are durable).
+/// What sled holds now (call before a flush: after it, these values are durable). A snapshot
+/// install may drop the trees it read from in between: then it reads the new ones.
 pub fn observe(db: &Db) -> io::Result<Manifest> {
+    observe_once(db).or_else(|_| observe_once(db))
+}
+
+fn observe_once(db: &Db) -> io::Result<Manifest> {
     let applied: Option<LogId> =
         match db.table(Table::Meta).get(META_LAST_APPLIED).map_err(io::Error::other)? {
             Some(bytes) => decode(&bytes, "last applied")?,

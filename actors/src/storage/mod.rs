@@ -3,8 +3,10 @@
 //! the read-side actor (`actor`). This module opens the database and names its trees.
 
 pub mod actor;
+pub mod apply;
 pub mod durable;
-pub mod graph;
+pub mod events;
+pub mod keys;
 pub mod log_store;
 pub mod manifest;
 pub mod metrics;
@@ -19,9 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::typ;
 
+pub use events::StateEvent;
 pub use log_store::LogStore;
-pub use state_machine::{StateEvent, StateMachine, StateMachineCore};
+pub use state_machine::{StateMachine, StateMachineCore};
 
 /// sled's segment size: its largest, 16 MiB. sled writes any page whose encoding exceeds a
 /// quarter of a segment to a separate blob file, and blobs are a durability hazard (sled never
@@ -33,6 +37,10 @@ pub use state_machine::{StateEvent, StateMachine, StateMachineCore};
 /// workload of near-limit entries writes no blob; [`durable::SledFiles`] still syncs any.
 pub const SLED_SEGMENT_SIZE: usize = 16 << 20;
 
+/// Rows removed per sled batch when a tree or a log prefix is emptied: sled's batches take its
+/// one process-wide write lock, so long ones would stall appends and the flusher.
+pub const REMOVE_CHUNK: usize = 1000;
+
 /// The longest key cograft writes into any tree (index keys hash long names; see `graph`).
 pub const MAX_KEY_LEN: usize = 1024;
 
@@ -41,44 +49,57 @@ pub const TREE_LOG: &str = "log";
 /// Vote, last purged log id, committed log id.
 pub const TREE_RAFT_META: &str = "raft_meta";
 
-/// The state machine's trees, in the order a snapshot and the digest walk them.
+/// The state machine's trees, in the order a snapshot and the digest walk them (`keys` has
+/// the layout of each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Table {
-    /// last_applied, membership, counters, clock.
+    /// last_applied, membership, counters, clock, maintenance policy.
     Meta,
     /// id -> Atom.
     Atoms,
-    /// type \0 name -> node id.
+    /// space, type, name -> node id.
     NodeIndex,
-    /// type \0 outgoing ids -> link id.
+    /// space, type, outgoing ids -> link id.
     LinkIndex,
+    /// space, type, id -> (): atoms of a type in id order (lists, space deletion).
+    TypeIndex,
     /// target id ++ link id -> ().
     Incoming,
     /// atom id ++ key -> JSON value.
     Values,
-    /// id -> Session.
+    /// space -> SpaceInfo.
+    Spaces,
+    /// space, id -> Session.
     Sessions,
-    /// deadline ms ++ session id -> (): when a session next changes status by itself.
+    /// deadline ms ++ session id -> space: when a session next changes status by itself.
     SessionDeadlines,
-    /// subject \0 id -> Observation.
+    /// space, subject, id -> Observation.
     Observations,
-    /// idempotency key -> (index, result).
+    /// id -> recorded ms, space, subject: every observation in time order (age retention).
+    ObservationOrder,
+    /// space, subject -> SubjectTotals.
+    SubjectTotals,
+    /// space, idempotency key -> (index, result).
     Idempotency,
-    /// applied index ++ key -> (): eviction order of the idempotency table.
+    /// applied index ++ space, key -> (): eviction order of the idempotency table.
     IdempotencyOrder,
 }
 
 impl Table {
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 15] = [
         Table::Meta,
         Table::Atoms,
         Table::NodeIndex,
         Table::LinkIndex,
+        Table::TypeIndex,
         Table::Incoming,
         Table::Values,
+        Table::Spaces,
         Table::Sessions,
         Table::SessionDeadlines,
         Table::Observations,
+        Table::ObservationOrder,
+        Table::SubjectTotals,
         Table::Idempotency,
         Table::IdempotencyOrder,
     ];
@@ -89,11 +110,15 @@ impl Table {
             Table::Atoms => "atoms",
             Table::NodeIndex => "node_index",
             Table::LinkIndex => "link_index",
+            Table::TypeIndex => "type_index",
             Table::Incoming => "incoming",
             Table::Values => "values",
+            Table::Spaces => "spaces",
             Table::Sessions => "sessions",
             Table::SessionDeadlines => "session_deadlines",
             Table::Observations => "observations",
+            Table::ObservationOrder => "observation_order",
+            Table::SubjectTotals => "subject_totals",
             Table::Idempotency => "idempotency",
             Table::IdempotencyOrder => "idempotency_order",
         }
@@ -139,6 +164,13 @@ pub struct Db {
     data_file: Arc<std::fs::File>,
     /// The files sled writes beside it (blobs, conf, snap.*), synced after each flush.
     files: Arc<durable::SledFiles>,
+    /// The index of the newest snapshot file published (durable, redone at open if needed).
+    published_snapshot: Arc<std::sync::atomic::AtomicU64>,
+    /// Set while a snapshot from the leader is being received or installed.
+    receiving_snapshot: Arc<std::sync::atomic::AtomicBool>,
+    /// The first failed sync, kept: Linux reports a writeback error once per file, so a sync
+    /// after a failed one may succeed although the data it should cover was lost.
+    sync_failed: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Db {
@@ -147,13 +179,20 @@ impl Db {
     /// sled while it recovers (sled 0.34 panics on some damaged directories instead of
     /// answering an error); nothing is wiped.
     pub fn open(dir: &Path) -> Result<Db> {
-        Db::open_with(dir, SLED_SEGMENT_SIZE)
+        Db::open_with(dir, SLED_SEGMENT_SIZE, StorageOptions::default().cache_capacity_bytes)
     }
 
-    fn open_with(dir: &Path, segment_size: usize) -> Result<Db> {
+    fn open_with(dir: &Path, segment_size: usize, cache_capacity: u64) -> Result<Db> {
         let path = dir.join("sled");
         let corrupted = |cause: String| Error::Corrupted { dir: path.clone(), cause };
-        let config = sled::Config::new().path(&path).mode(sled::Mode::LowSpace).segment_size(segment_size);
+        // sled creates its directory without syncing the one that holds it.
+        durable::create_dir_durably(&path)
+            .map_err(|e| Error::Storage { dir: path.clone(), cause: e.to_string() })?;
+        let config = sled::Config::new()
+            .path(&path)
+            .mode(sled::Mode::LowSpace)
+            .segment_size(segment_size)
+            .cache_capacity(cache_capacity);
         let opened =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())).map_err(|panic| {
                 corrupted(format!("sled panicked while opening it: {}", panic_message(&panic)))
@@ -172,7 +211,19 @@ impl Db {
         let data_file = Arc::new(std::fs::File::open(path.join(durable::DATA_FILE)).map_err(io_err)?);
         let files = Arc::new(durable::SledFiles::new(&path));
         let tables = Arc::new(std::sync::RwLock::new(Arc::new(tables)));
-        let db = Db { dir: path.clone(), sled, log, raft_meta, tables, data_file, files };
+        let published_snapshot = Arc::default();
+        let db = Db {
+            dir: path.clone(),
+            sled,
+            log,
+            raft_meta,
+            tables,
+            data_file,
+            files,
+            published_snapshot,
+            receiving_snapshot: Arc::default(),
+            sync_failed: Arc::default(),
+        };
         // Trees of other generations are what a crash left of an unfinished install, or of
         // the cleanup after a finished one.
         db.drop_generations_except(generation).map_err(storage_err)?;
@@ -213,16 +264,63 @@ impl Db {
         Ok(())
     }
 
-    /// Drops the trees of every generation but `keep`.
+    /// Drops the trees of every generation but `keep`. Each is emptied and flushed first:
+    /// sled's `drop_tree` unnames a tree before it frees its pages, so a crash in the middle
+    /// would leak them for good; a tree emptied under its name is redone at the next open.
     pub fn drop_generations_except(&self, keep: u64) -> sled::Result<()> {
         for name in self.sled.tree_names() {
             let name = String::from_utf8_lossy(&name).to_string();
             let Some((_, generation)) = name.rsplit_once('@') else { continue };
             if generation.parse::<u64>().is_ok_and(|g| g != keep) {
+                let tree = self.sled.open_tree(name.as_bytes())?;
+                let mut batch = sled::Batch::default();
+                let mut pending = 0;
+                for item in tree.iter() {
+                    batch.remove(item?.0);
+                    pending += 1;
+                    if pending == REMOVE_CHUNK {
+                        tree.apply_batch(std::mem::take(&mut batch))?;
+                        pending = 0;
+                    }
+                }
+                tree.apply_batch(batch)?;
+                drop(tree);
+                self.sled.flush()?;
                 self.sled.drop_tree(name.as_bytes())?;
             }
         }
         Ok(())
+    }
+
+    /// The applied index of the state machine's current trees (durable after a flush).
+    pub fn applied_index(&self) -> std::io::Result<u64> {
+        let applied: Option<Option<typ::LogId>> = match self.table(Table::Meta).get(apply::META_LAST_APPLIED)
+        {
+            Ok(Some(bytes)) => Some(decode(&bytes, "last applied")?),
+            Ok(None) => None,
+            Err(e) => return Err(std::io::Error::other(e)),
+        };
+        Ok(applied.flatten().map(|l| l.index).unwrap_or(0))
+    }
+
+    /// Records that a snapshot up to `index` is published in the snapshot directory.
+    pub fn note_published_snapshot(&self, index: u64) {
+        self.published_snapshot.fetch_max(index, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Marks a snapshot from the leader as being received (until its install ends).
+    pub fn set_receiving_snapshot(&self, receiving: bool) {
+        self.receiving_snapshot.store(receiving, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How far the log may be purged now: anywhere, except while a snapshot from the leader is
+    /// being received or installed, when only up to what the state machine applied (durable
+    /// once flushed) or the newest published snapshot covers.
+    pub fn purge_limit(&self) -> std::io::Result<u64> {
+        if !self.receiving_snapshot.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(u64::MAX);
+        }
+        Ok(self.applied_index()?.max(self.published_snapshot.load(std::sync::atomic::Ordering::SeqCst)))
     }
 
     /// Bytes sled occupies on disk (for the space-amplification metric).
@@ -243,10 +341,30 @@ fn open_generation(sled: &sled::Db, generation: u64) -> sled::Result<Tables> {
 /// not durable on power loss), an fdatasync of its data file through our own descriptor, then
 /// the files sled writes beside it and the directories that gained or lost entries. Answers
 /// how many such side files it synced.
+///
+/// A failure is final for this process: every later call answers it too, so nothing written
+/// after a lost write is ever acknowledged (the node must restart and recover from its log).
 pub fn flush_durably(db: &Db) -> std::io::Result<usize> {
-    db.sled.flush().map_err(std::io::Error::other)?;
-    db.data_file.sync_data()?;
-    Ok(db.files.sync()?.files_synced)
+    let mut failed = db.sync_failed.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(first) = failed.as_ref() {
+        return Err(std::io::Error::other(format!(
+            "an earlier sync of the data directory failed ({first}); restart the node"
+        )));
+    }
+    let outcome = db
+        .sled
+        .flush()
+        .map_err(std::io::Error::other)
+        .and_then(|_| db.data_file.sync_data())
+        .and_then(|_| db.files.sync());
+    match outcome {
+        Ok(report) => Ok(report.files_synced),
+        Err(e) => {
+            tracing::error!(error = %e, dir = %db.dir.display(), "syncing the data directory failed; no write is acknowledged from now on");
+            *failed = Some(e.to_string());
+            Err(e)
+        }
+    }
 }
 
 /// The text of a caught panic.
@@ -289,8 +407,25 @@ pub struct Stores {
     pub core: Arc<StateMachineCore>,
 }
 
+/// How a node's storage is opened (from the node's configuration).
+#[derive(Clone, Copy, Debug)]
+pub struct StorageOptions {
+    /// The most memory sled's page cache may use.
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        StorageOptions { cache_capacity_bytes: 256 << 20 }
+    }
+}
+
 /// Opens (or creates) all of a node's storage under `data_dir`.
-pub fn open(data_dir: &Path, metrics: Arc<metrics::StorageMetrics>) -> Result<Stores> {
+pub fn open(
+    data_dir: &Path,
+    options: StorageOptions,
+    metrics: Arc<metrics::StorageMetrics>,
+) -> Result<Stores> {
     let corrupted = |cause: String| Error::Corrupted { dir: data_dir.to_path_buf(), cause };
     durable::create_dir_durably(data_dir)
         .map_err(|e| Error::Storage { dir: data_dir.to_path_buf(), cause: e.to_string() })?;
@@ -302,7 +437,7 @@ pub fn open(data_dir: &Path, metrics: Arc<metrics::StorageMetrics>) -> Result<St
         manifest::write(data_dir, &manifest::Manifest { format: manifest::FORMAT, ..Default::default() })
             .map_err(|e| Error::Storage { dir: data_dir.to_path_buf(), cause: e.to_string() })?;
     }
-    let db = Db::open(data_dir)?;
+    let db = Db::open_with(data_dir, SLED_SEGMENT_SIZE, options.cache_capacity_bytes)?;
     if let Some(durable) = &durable {
         manifest::verify(&db, durable).map_err(corrupted)?;
     }

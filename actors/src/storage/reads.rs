@@ -6,10 +6,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::graph::{node_key, observation_key, value_key, META_LAST_APPLIED};
+use super::apply::META_LAST_APPLIED;
+use super::keys::{
+    node_key, observation_key, pair_key, session_key, space_prefix, subject_key, subject_prefix,
+    type_index_key, type_prefix, value_key,
+};
 use super::{be, decode, from_be, StateMachineCore, Table, Tables};
 use crate::error::{Error, Result};
-use crate::model::{Atom, AtomId, Observation, ObservationStats, Session, SessionStatus};
+use crate::model::{
+    Atom, AtomId, Observation, ObservationStats, Session, SessionStatus, SpaceInfo, SubjectTotals,
+};
 use crate::typ::LogId;
 
 /// Read access to a node's state machine.
@@ -53,59 +59,104 @@ impl GraphView<'_> {
         }
     }
 
-    fn scan(
-        &self,
-        table: Table,
-        prefix: &[u8],
-    ) -> impl DoubleEndedIterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
-        self.tables
-            .get(table)
-            .scan_prefix(prefix)
-            .map(move |item| item.map_err(|e| storage(self.dir)(e.into())))
-    }
-
     /// The index the state reflects.
     pub fn applied_index(&self) -> Result<u64> {
         let applied: Option<Option<LogId>> = self.get(Table::Meta, META_LAST_APPLIED)?;
         Ok(applied.flatten().map(|l| l.index).unwrap_or(0))
     }
 
-    pub fn atom(&self, id: AtomId) -> Result<Atom> {
-        self.get(Table::Atoms, &be(id))?.ok_or_else(|| Error::NotFound { what: format!("atom {id}") })
+    /// Refuses reads of a space that is being deleted (it holds nothing any more, to clients).
+    fn live(&self, space: &str) -> Result<()> {
+        let info: Option<SpaceInfo> = self.get(Table::Spaces, space.as_bytes())?;
+        match info {
+            Some(info) if info.deleting => {
+                Err(Error::NotFound { what: format!("space {space:?} (it is being deleted)") })
+            }
+            _ => Ok(()),
+        }
     }
 
-    fn by_index(&self, table: Table, key: &[u8]) -> Result<Option<Atom>> {
-        match self.tables.get(table).get(key).map_err(|e| storage(self.dir)(e.into()))? {
-            Some(id) => self.atom(from_be(&id)).map(Some),
+    /// The atom `id`, if it is in `space`.
+    pub fn atom(&self, space: &str, id: AtomId) -> Result<Atom> {
+        self.live(space)?;
+        self.atom_in(space, id)
+    }
+
+    fn atom_in(&self, space: &str, id: AtomId) -> Result<Atom> {
+        let atom: Option<Atom> = self.get(Table::Atoms, &be(id))?;
+        atom.filter(|a| a.space == space)
+            .ok_or_else(|| Error::NotFound { what: format!("atom {id} in space {space:?}") })
+    }
+
+    pub fn find_node(&self, space: &str, atom_type: &str, name: &str) -> Result<Option<Atom>> {
+        self.live(space)?;
+        let key = node_key(space, atom_type, name);
+        match self.tables.get(Table::NodeIndex).get(key).map_err(|e| storage(self.dir)(e.into()))? {
+            // A hashed long name is checked against the stored one.
+            Some(id) => Ok(Some(self.atom_in(space, from_be(&id))?).filter(|a| a.name() == Some(name))),
             None => Ok(None),
         }
     }
 
-    pub fn find_node(&self, atom_type: &str, name: &str) -> Result<Option<Atom>> {
-        self.by_index(Table::NodeIndex, &node_key(atom_type, name))
-    }
-
-    /// Atoms of one type, in id order of their index keys, at most `limit`.
-    pub fn of_type(&self, atom_type: &str, limit: usize) -> Result<Vec<Atom>> {
-        let prefix = [atom_type.as_bytes(), &[0]].concat();
+    /// Atoms of one type in id order, after the atom `after`, at most `limit`.
+    pub fn of_type(
+        &self,
+        space: &str,
+        atom_type: &str,
+        after: Option<AtomId>,
+        limit: usize,
+    ) -> Result<Page<Atom>> {
+        self.live(space)?;
+        let prefix = type_prefix(space, atom_type);
+        let start = match after {
+            Some(id) => type_index_key(space, atom_type, id.saturating_add(1)),
+            None => prefix.clone(),
+        };
         let mut atoms = Vec::new();
-        for table in [Table::NodeIndex, Table::LinkIndex] {
-            for item in self.scan(table, &prefix).take(limit.saturating_sub(atoms.len())) {
-                atoms.push(self.atom(from_be(&item?.1))?);
+        let mut more = false;
+        for item in self.tables.get(Table::TypeIndex).range(start..) {
+            let (key, _) = item.map_err(|e| storage(self.dir)(e.into()))?;
+            if !key.starts_with(&prefix) {
+                break;
             }
+            if atoms.len() == limit {
+                more = true;
+                break;
+            }
+            atoms.push(self.atom_in(space, from_be(&key[key.len() - 8..]))?);
         }
-        Ok(atoms)
+        Ok(Page::of(atoms, more, |a| a.id))
     }
 
-    /// The links that contain `id`.
-    pub fn incoming(&self, id: AtomId) -> Result<Vec<Atom>> {
-        self.atom(id)?;
-        self.scan(Table::Incoming, &be(id)).map(|item| self.atom(from_be(&item?.0[8..]))).collect()
+    /// The links that contain `id`, in link id order after `after`, at most `limit`.
+    pub fn incoming(
+        &self,
+        space: &str,
+        id: AtomId,
+        after: Option<AtomId>,
+        limit: usize,
+    ) -> Result<Page<Atom>> {
+        self.atom(space, id)?;
+        let start = pair_key(id, after.map(|a| a.saturating_add(1)).unwrap_or(0));
+        let mut links = Vec::new();
+        let mut more = false;
+        for item in self.tables.get(Table::Incoming).range(start..) {
+            let (key, _) = item.map_err(|e| storage(self.dir)(e.into()))?;
+            if !key.starts_with(&be(id)) {
+                break;
+            }
+            if links.len() == limit {
+                more = true;
+                break;
+            }
+            links.push(self.atom_in(space, from_be(&key[8..]))?);
+        }
+        Ok(Page::of(links, more, |a| a.id))
     }
 
     /// A named value; `None` when the atom exists but has no value under `key`.
-    pub fn value(&self, id: AtomId, key: &str) -> Result<Option<serde_json::Value>> {
-        self.atom(id)?;
+    pub fn value(&self, space: &str, id: AtomId, key: &str) -> Result<Option<serde_json::Value>> {
+        self.atom(space, id)?;
         let err = storage(self.dir);
         match self.tables.get(Table::Values).get(value_key(id, key)).map_err(|e| err(e.into()))? {
             Some(bytes) => {
@@ -115,49 +166,123 @@ impl GraphView<'_> {
         }
     }
 
-    pub fn session(&self, id: u64) -> Result<Session> {
-        self.get(Table::Sessions, &be(id))?.ok_or_else(|| Error::NotFound { what: format!("session {id}") })
+    pub fn session(&self, space: &str, id: u64) -> Result<Session> {
+        self.live(space)?;
+        self.get(Table::Sessions, &session_key(space, id))?
+            .ok_or_else(|| Error::NotFound { what: format!("session {id} in space {space:?}") })
     }
 
-    pub fn sessions(&self, status: Option<SessionStatus>, limit: usize) -> Result<Vec<Session>> {
-        let mut out = Vec::new();
-        for item in self.scan(Table::Sessions, &[]) {
-            let session: Session = decode(&item?.1, "session").map_err(storage(self.dir))?;
+    /// Sessions in id order after `after`, optionally of one status, at most `limit`. A scan
+    /// looks at most [`MAX_SCANNED`] sessions, so a rare status answers a short page with a
+    /// cursor rather than walking every session.
+    pub fn sessions(
+        &self,
+        space: &str,
+        status: Option<SessionStatus>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<Session>> {
+        self.live(space)?;
+        let prefix = space_prefix(space);
+        let start = match after {
+            Some(id) => session_key(space, id.saturating_add(1)),
+            None => prefix.clone(),
+        };
+        let (mut out, mut scanned, mut last, mut more) = (Vec::new(), 0usize, None, false);
+        for item in self.tables.get(Table::Sessions).range(start..) {
+            let (key, bytes) = item.map_err(|e| storage(self.dir)(e.into()))?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if out.len() == limit || scanned == MAX_SCANNED {
+                more = true;
+                break;
+            }
+            scanned += 1;
+            let session: Session = decode(&bytes, "session").map_err(storage(self.dir))?;
+            last = Some(session.id);
             if status.is_none_or(|s| s == session.status) {
                 out.push(session);
-                if out.len() >= limit {
-                    break;
-                }
             }
         }
-        Ok(out)
+        Ok(Page { items: out, next: if more { last.map(encode_cursor) } else { None } })
     }
 
-    /// The newest `limit` observations of a subject, newest first.
-    pub fn observations(&self, subject: &str, limit: usize) -> Result<Vec<Observation>> {
-        let prefix = observation_key(subject, 0)[..subject.len() + 1].to_vec();
-        self.scan(Table::Observations, &prefix)
-            .rev()
-            .take(limit)
-            .map(|item| decode(&item?.1, "observation").map_err(storage(self.dir)))
-            .collect()
+    /// A subject's observations, newest first, older than `before`, at most `limit`.
+    pub fn observations(
+        &self,
+        space: &str,
+        subject: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<Observation>> {
+        self.live(space)?;
+        let prefix = subject_prefix(space, subject);
+        let end = observation_key(space, subject, before.unwrap_or(u64::MAX));
+        let mut out = Vec::new();
+        let mut more = false;
+        for item in self.tables.get(Table::Observations).range(prefix.clone()..end).rev() {
+            let (_, bytes) = item.map_err(|e| storage(self.dir)(e.into()))?;
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(decode::<Observation>(&bytes, "observation").map_err(storage(self.dir))?);
+        }
+        Ok(Page::of(out, more, |o| o.id))
     }
 
-    pub fn observation_stats(&self, subject: &str) -> Result<ObservationStats> {
-        let prefix = observation_key(subject, 0)[..subject.len() + 1].to_vec();
-        let mut stats = ObservationStats { subject: subject.to_string(), ..Default::default() };
-        let mut total_duration = 0u128;
-        for item in self.scan(Table::Observations, &prefix) {
-            let o: Observation = decode(&item?.1, "observation").map_err(storage(self.dir))?;
-            stats.count += 1;
-            stats.successes += u64::from(o.success);
-            stats.total_bytes = stats.total_bytes.saturating_add(o.bytes);
-            total_duration += u128::from(o.duration_ms);
-        }
-        if stats.count > 0 {
-            stats.success_rate = stats.successes as f64 / stats.count as f64;
-            stats.mean_duration_ms = total_duration as f64 / stats.count as f64;
-        }
-        Ok(stats)
+    /// Aggregates over a subject's retained observations (kept as running totals).
+    pub fn observation_stats(&self, space: &str, subject: &str) -> Result<ObservationStats> {
+        self.live(space)?;
+        let totals: SubjectTotals =
+            self.get(Table::SubjectTotals, &subject_key(space, subject))?.unwrap_or_default();
+        Ok(totals.stats(subject))
     }
+
+    /// The spaces that hold anything, in name order after `after`, at most `limit`.
+    pub fn spaces(&self, after: Option<&str>, limit: usize) -> Result<Page<SpaceInfo>> {
+        let start = after.map(|a| [a.as_bytes(), &[0]].concat()).unwrap_or_default();
+        let mut out = Vec::new();
+        let mut more = false;
+        for item in self.tables.get(Table::Spaces).range(start..) {
+            let (_, bytes) = item.map_err(|e| storage(self.dir)(e.into()))?;
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(decode::<SpaceInfo>(&bytes, "space").map_err(storage(self.dir))?);
+        }
+        let next = if more { out.last().map(|s| s.name.clone()) } else { None };
+        Ok(Page { items: out, next })
+    }
+}
+
+/// Most rows a filtered list looks at before it answers a (possibly short) page.
+pub const MAX_SCANNED: usize = 10_000;
+
+/// One page of a list, and the cursor that continues it (absent at the end).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    fn of(items: Vec<T>, more: bool, id: impl Fn(&T) -> u64) -> Page<T> {
+        let next = if more { items.last().map(|i| encode_cursor(id(i))) } else { None };
+        Page { items, next }
+    }
+}
+
+/// An opaque list cursor: the last id of a page.
+pub fn encode_cursor(id: u64) -> String {
+    format!("{id:x}")
+}
+
+/// Reads a cursor back; a malformed one is the client's mistake.
+pub fn decode_cursor(cursor: &str) -> Result<u64> {
+    u64::from_str_radix(cursor, 16).map_err(|_| {
+        Error::Invalid(format!("cursor {cursor:?} is not one this API handed out (use the `next` of a page)"))
+    })
 }

@@ -1,76 +1,142 @@
 //! A write overlay over the state machine's tables. Apply reads through it (so later commands
 //! see earlier ones of the same batch of entries) and commits everything, together with
 //! `last_applied`, in one sled transaction. A command that is rejected discards only its own
-//! layer, which is what makes a command (and a batch) all-or-nothing. Before it commits, the
-//! open [`Views`] get the pre-images of every key it is about to change.
+//! layer, which is what makes a command (and a batch) all-or-nothing: its writes and the atom
+//! changes it reported. Before it commits, the open [`Views`] get the pre-images of every key
+//! it is about to change.
+//!
+//! Housekeeping removes keys from the front of ordered tables (deadlines, idempotency order,
+//! observation order). Until the commit those keys are still in sled, so a scan from the start
+//! would walk past every key removed earlier in the same run (quadratic during a catch-up).
+//! [`Staged::take_front`] remembers, per table, the key up to which every sled key is removed
+//! in the staged layers, and starts its sled scan there: the same answer, without the rewalk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use super::events::{Change, Changes};
 use super::view::Views;
 use super::{Table, Tables};
 
 type Key = (Table, Vec<u8>);
 type Layer = BTreeMap<Key, Option<Vec<u8>>>;
 
+#[derive(Default)]
+struct Pending {
+    writes: Layer,
+    changes: Vec<Change>,
+    /// Per table: every sled key up to and including this one is removed in the layers.
+    front: HashMap<Table, Vec<u8>>,
+}
+
 pub struct Staged<'a> {
     tables: &'a Tables,
-    /// Writes of entries already applied in this round.
-    base: Layer,
-    /// Writes of the command being applied now.
-    top: Layer,
+    /// What entries already applied in this round wrote.
+    base: Pending,
+    /// What the command being applied now writes.
+    top: Pending,
 }
 
 impl<'a> Staged<'a> {
     pub fn new(tables: &'a Tables) -> Self {
-        Staged { tables, base: Layer::new(), top: Layer::new() }
+        Staged { tables, base: Pending::default(), top: Pending::default() }
     }
 
     pub fn get(&self, table: Table, key: &[u8]) -> sled::Result<Option<Vec<u8>>> {
         let k = (table, key.to_vec());
-        if let Some(v) = self.top.get(&k).or_else(|| self.base.get(&k)) {
+        if let Some(v) = self.top.writes.get(&k).or_else(|| self.base.writes.get(&k)) {
             return Ok(v.clone());
         }
         Ok(self.tables.get(table).get(key)?.map(|v| v.to_vec()))
     }
 
     pub fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.top.insert((table, key.into()), Some(value.into()));
+        self.top.writes.insert((table, key.into()), Some(value.into()));
     }
 
     pub fn remove(&mut self, table: Table, key: impl Into<Vec<u8>>) {
-        self.top.insert((table, key.into()), None);
+        self.top.writes.insert((table, key.into()), None);
     }
 
-    /// Every live (key, value) whose key starts with `prefix`, staged writes included, in key order.
-    pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.scan(table, prefix, |k| k.starts_with(prefix))
+    /// Reports an atom change (announced with the commit, dropped with a discarded layer).
+    pub fn changed(&mut self, change: Change) {
+        self.top.changes.push(change);
     }
 
-    /// Every live (key, value) with `key <= upper`, in key order.
-    pub fn scan_up_to(&self, table: Table, upper: &[u8]) -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.scan(table, &[], |k| k <= upper)
+    /// Every live (key, value) whose key starts with `prefix`, staged writes included, in key
+    /// order, at most `limit`.
+    pub fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan(table, prefix, prefix, |k| k.starts_with(prefix), limit)
     }
 
+    /// Live rows with keys after `after` (from the start when it is empty), at most `limit`.
+    pub fn scan_after(
+        &self,
+        table: Table,
+        after: &[u8],
+        limit: usize,
+    ) -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut rows = self.scan(table, after, after, |_| true, limit + 1)?;
+        rows.retain(|(k, _)| after.is_empty() || k.as_slice() > after);
+        rows.truncate(limit);
+        Ok(rows)
+    }
+
+    /// Removes and answers the first live keys of `table` that are `<= upper`, at most `limit`.
+    /// The caller must keep or discard the layer as a whole.
+    pub fn take_front(
+        &mut self,
+        table: Table,
+        upper: &[u8],
+        limit: usize,
+    ) -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.take_front_while(table, limit, |k, _| k <= upper)
+    }
+
+    /// Removes and answers the first live rows of `table` for which `take` holds, stopping at
+    /// the first for which it does not, at most `limit`.
+    pub fn take_front_while(
+        &mut self,
+        table: Table,
+        limit: usize,
+        mut take: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let sled_from = self.top.front.get(&table).or_else(|| self.base.front.get(&table)).cloned();
+        let mut found = self.scan(table, &[], sled_from.as_deref().unwrap_or(&[]), |_| true, limit)?;
+        let keep = found.iter().position(|(k, v)| !take(k, v)).unwrap_or(found.len());
+        found.truncate(keep);
+        for (key, _) in &found {
+            self.remove(table, key.clone());
+        }
+        if let Some((last, _)) = found.last() {
+            // Everything in sled up to `last` is removed now: what the scan passed was either
+            // removed before (below the old front) or returned (and removed just above).
+            self.top.front.insert(table, last.clone());
+        }
+        Ok(found)
+    }
+
+    /// Live keys from `start` within `within`, merged from sled (read from `sled_from`, which
+    /// skips keys known to be removed) and the layers, in key order, at most `limit`.
     fn scan(
         &self,
         table: Table,
         start: &[u8],
+        sled_from: &[u8],
         within: impl Fn(&[u8]) -> bool,
+        limit: usize,
     ) -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for item in self.tables.get(table).range(start..) {
-            let (k, v) = item?;
-            if !within(&k) {
-                break;
-            }
-            merged.insert(k.to_vec(), Some(v.to_vec()));
-        }
         let from = (table, start.to_vec());
-        for layer in [&self.base, &self.top] {
+        for layer in [&self.base.writes, &self.top.writes] {
             for ((t, k), v) in layer.range((Bound::Included(&from), Bound::Unbounded)) {
                 if *t != table || !within(k) {
                     break;
@@ -78,30 +144,43 @@ impl<'a> Staged<'a> {
                 merged.insert(k.clone(), v.clone());
             }
         }
-        Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
+        // Live sled keys needed: `limit` plus every staged removal that may shadow one.
+        let removals = merged.values().filter(|v| v.is_none()).count();
+        let sled_start = if sled_from > start { sled_from } else { start };
+        for (taken, item) in self.tables.get(table).range(sled_start..).enumerate() {
+            let (k, v) = item?;
+            if !within(&k) || taken >= limit + removals {
+                break;
+            }
+            merged.entry(k.to_vec()).or_insert_with(|| Some(v.to_vec()));
+        }
+        Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).take(limit).collect())
     }
 
-    /// Keeps the current command's writes.
+    /// Keeps the current command's writes, changes and fronts.
     pub fn keep(&mut self) {
         let top = std::mem::take(&mut self.top);
-        self.base.extend(top);
+        self.base.writes.extend(top.writes);
+        self.base.changes.extend(top.changes);
+        self.base.front.extend(top.front);
     }
 
-    /// Drops the current command's writes.
+    /// Drops the current command's writes, changes and fronts.
     pub fn discard(&mut self) {
-        self.top.clear();
+        self.top = Pending::default();
     }
 
     /// Writes every kept change in one transaction over all tables (the caller holds the
-    /// apply lock, which open views rely on).
-    pub fn commit(mut self, views: &Views) -> sled::Result<()> {
+    /// apply lock, which open views rely on), and answers the atom changes it made.
+    pub fn commit(mut self, views: &Views) -> sled::Result<Changes> {
         self.keep();
-        if self.base.is_empty() {
-            return Ok(());
+        let changes = Changes::from_log(std::mem::take(&mut self.base.changes));
+        if self.base.writes.is_empty() {
+            return Ok(changes);
         }
-        views.record(self.tables, self.base.keys().map(|(t, k)| (*t, k.as_slice())))?;
+        views.record(self.tables, self.base.writes.keys().map(|(t, k)| (*t, k.as_slice())))?;
         let trees: Vec<&sled::Tree> = Table::ALL.iter().map(|t| self.tables.get(*t)).collect();
-        let writes = &self.base;
+        let writes = &self.base.writes;
         let result = trees[..].transaction(|views| {
             for ((table, key), value) in writes {
                 let view = &views[*table as usize];
@@ -113,7 +192,7 @@ impl<'a> Staged<'a> {
             Ok::<(), ConflictableTransactionError<()>>(())
         });
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(changes),
             Err(TransactionError::Storage(e)) => Err(e),
             Err(TransactionError::Abort(())) => unreachable!("the closure never aborts"),
         }

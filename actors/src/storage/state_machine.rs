@@ -18,7 +18,9 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError};
 use tokio::sync::broadcast;
 
-use super::graph::{self, META_CLOCK, META_LAST_APPLIED, META_MEMBERSHIP};
+use super::apply::{self, maintenance, META_CLOCK, META_LAST_APPLIED, META_MEMBERSHIP};
+use super::events::StateEvent;
+use super::keys::idempotency_key;
 use super::metrics::StorageMetrics as Metrics;
 use super::snapshot::SnapshotFiles;
 use super::staged::Staged;
@@ -30,15 +32,6 @@ use crate::TypeConfig;
 
 /// Idempotency keys are remembered for this many log entries after they were applied.
 pub const IDEMPOTENCY_WINDOW: u64 = 100_000;
-
-/// What the state machine announces to in-memory indexes and waiters.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StateEvent {
-    /// Entries up to `index` are applied.
-    Applied { index: u64 },
-    /// The whole state was replaced by a snapshot ending at `index`.
-    SnapshotInstalled { index: u64 },
-}
 
 /// The state shared by the state machine handle, its snapshot builders and the readers.
 pub struct StateMachineCore {
@@ -80,6 +73,7 @@ impl StateMachineCore {
     pub fn open(db: Db, snapshot_dir: PathBuf, metrics: Arc<Metrics>) -> io::Result<Arc<Self>> {
         let core = Self::new(db, snapshot_dir, metrics)?;
         if let Some((meta, path)) = core.files.current()? {
+            core.db.note_published_snapshot(meta.last_log_id.map(|l| l.index).unwrap_or(0));
             let applied = core.last_applied()?.map(|l| l.index);
             if meta.last_log_id.map(|l| l.index) > applied {
                 tracing::warn!(
@@ -173,13 +167,15 @@ impl StateMachineCore {
         }
         st.put(Table::Meta, META_CLOCK, be(clock));
         st.put(Table::Meta, META_LAST_APPLIED, encode(&Some(last)));
-        {
+        let changes = {
             let _alone = self.read_gate.write().unwrap_or_else(|p| p.into_inner());
-            st.commit(&self.views).map_err(io::Error::other)?;
-        }
+            st.commit(&self.views).map_err(io::Error::other)?
+        };
         self.metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.apply_batch_entries.observe(entries.len() as f64);
-        let _ = self.events.send(StateEvent::Applied { index: last.index });
+        let first = entries.first().map(|e| e.log_id.index).unwrap_or(last.index);
+        let _ =
+            self.events.send(StateEvent::Applied { first, index: last.index, changes: Arc::new(changes) });
         Ok(results)
     }
 
@@ -190,15 +186,21 @@ impl StateMachineCore {
         now: u64,
         p: &Proposal,
     ) -> io::Result<CommandResult> {
-        graph::expire_sessions(st, now).map_err(io::Error::other)?;
+        maintenance::expire_sessions(st, now, maintenance::PER_PROPOSAL_EXPIRY).map_err(io::Error::other)?;
+        if index > IDEMPOTENCY_WINDOW {
+            let cutoff = index - IDEMPOTENCY_WINDOW - 1;
+            maintenance::evict_idempotency(st, cutoff, maintenance::PER_PROPOSAL_EVICTION)
+                .map_err(io::Error::other)?;
+        }
         st.keep();
+        let key = idempotency_key(&p.space, &p.key);
         if !p.key.is_empty() {
-            if let Some(bytes) = st.get(Table::Idempotency, p.key.as_bytes()).map_err(io::Error::other)? {
+            if let Some(bytes) = st.get(Table::Idempotency, &key).map_err(io::Error::other)? {
                 let (_, first): (u64, CommandResult) = decode(&bytes, "idempotency record")?;
                 return Ok(first);
             }
         }
-        let result = match graph::apply(st, now, &p.command).map_err(io::Error::other)? {
+        let result = match apply::apply(st, now, &p.space, &p.command).map_err(io::Error::other)? {
             Ok(result) => result,
             Err(error) => {
                 st.discard();
@@ -206,15 +208,8 @@ impl StateMachineCore {
             }
         };
         if !p.key.is_empty() {
-            st.put(Table::Idempotency, p.key.as_bytes(), encode(&(index, &result)));
-            st.put(Table::IdempotencyOrder, [&be(index)[..], p.key.as_bytes()].concat(), []);
-        }
-        if index > IDEMPOTENCY_WINDOW {
-            let cutoff = be(index - IDEMPOTENCY_WINDOW);
-            for (key, _) in st.scan_up_to(Table::IdempotencyOrder, &cutoff).map_err(io::Error::other)? {
-                st.remove(Table::Idempotency, key[8..].to_vec());
-                st.remove(Table::IdempotencyOrder, key);
-            }
+            st.put(Table::Idempotency, key.clone(), encode(&(index, &result.for_idempotency())));
+            st.put(Table::IdempotencyOrder, [&be(index)[..], &key].concat(), []);
         }
         Ok(result)
     }
@@ -279,6 +274,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     /// The leader's chunks go into a temporary file in the snapshot directory.
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError<u64>> {
+        self.core.db.set_receiving_snapshot(true);
         let path = self.core.files.temp_path("receiving");
         let file = tokio::fs::OpenOptions::new()
             .read(true)
@@ -330,17 +326,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         drop(file);
         let meta = meta.clone();
-        self.blocking(snap_err, move |core| {
-            let published = core.files.adopt(&path, &meta)?;
-            core.install(&meta, &published)
-        })
-        .await
+        let installed = self
+            .blocking(snap_err, move |core| {
+                let published = core.files.adopt(&path, &meta)?;
+                core.db.note_published_snapshot(meta.last_log_id.map(|l| l.index).unwrap_or(0));
+                core.install(&meta, &published)
+            })
+            .await;
+        self.core.db.set_receiving_snapshot(false);
+        installed
     }
 
+    /// The newest snapshot. A build publishing a newer one may remove the file between the
+    /// listing and the open: then the listing is taken again.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        match self.blocking(snap_err, |core| core.files.current()).await? {
-            Some(current) => to_snapshot(current).await.map(Some).map_err(snap_err),
-            None => Ok(None),
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let Some(current) = self.blocking(snap_err, |core| core.files.current()).await? else {
+                return Ok(None);
+            };
+            match to_snapshot(current).await {
+                Ok(snapshot) => return Ok(Some(snapshot)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 10 => continue,
+                Err(e) => return Err(snap_err(e)),
+            }
         }
     }
 }

@@ -8,14 +8,15 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::graph::{META_LAST_APPLIED, META_MEMBERSHIP};
+use super::apply::{META_LAST_APPLIED, META_MEMBERSHIP};
+use super::events::StateEvent;
 use super::snapshot::read_rows;
-use super::state_machine::{locked, StateEvent, StateMachineCore};
+use super::state_machine::{locked, StateMachineCore};
 use super::{encode, flush_durably, Table};
 use crate::typ::{LogId, SnapshotMeta, StoredMembership};
 
-/// Rows an install writes per sled batch.
-const INSTALL_BATCH_ROWS: usize = 10_000;
+/// Rows an install writes per sled batch (sled's batches take its one process-wide lock).
+const INSTALL_BATCH_ROWS: usize = 1_000;
 
 impl StateMachineCore {
     /// Opens a view at the current applied index; answers it with the index and membership.
@@ -47,6 +48,7 @@ impl StateMachineCore {
         drop(view);
         let rows = writer.rows();
         let path = writer.finish(&self.files)?;
+        self.db.note_published_snapshot(meta.last_log_id.map(|l| l.index).unwrap_or(0));
         self.metrics.snapshot_build_seconds.observe(started.elapsed().as_secs_f64());
         tracing::info!(
             snapshot = %meta.snapshot_id,

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::atoms::respond;
 use super::body::{ObservationBody, SessionBody, SessionPatch};
-use super::{propose, read, ReadParams};
+use super::{page_params, propose, read, space_of, ReadParams};
 use crate::api::error::{with_fields, ApiError};
 use crate::api::AppState;
 
@@ -45,11 +45,12 @@ async fn create_session(
 
 async fn get_session(
     state: State,
+    req: HttpRequest,
     id: web::Path<u64>,
     q: web::Query<ReadParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let (session, index) = read(&state, &q, move |r| r.session(id)).await?;
+    let (id, space) = (id.into_inner(), space_of(&req)?);
+    let (session, index) = read(&state, &q, move |r| r.session(&space, id)).await?;
     Ok(HttpResponse::Ok().json(with_fields(session, &[("applied_index", json!(index))])))
 }
 
@@ -57,16 +58,23 @@ async fn get_session(
 struct ListParams {
     status: Option<SessionStatus>,
     limit: Option<usize>,
+    after: Option<String>,
     consistency: Option<String>,
 }
 
-async fn list_sessions(state: State, q: web::Query<ListParams>) -> Result<HttpResponse, ApiError> {
-    let q = q.into_inner();
-    let limit = q.limit.unwrap_or(100).min(state.settings.api.max_list);
+async fn list_sessions(
+    state: State,
+    req: HttpRequest,
+    q: web::Query<ListParams>,
+) -> Result<HttpResponse, ApiError> {
+    let (q, space) = (q.into_inner(), space_of(&req)?);
+    let (limit, after) = page_params(&state, q.limit, q.after.as_deref())?;
     let status = q.status;
     let params = ReadParams { consistency: q.consistency };
-    let (sessions, index) = read(&state, &params, move |r| r.sessions(status, limit)).await?;
-    Ok(HttpResponse::Ok().json(json!({ "sessions": sessions, "applied_index": index })))
+    let (page, index) = read(&state, &params, move |r| r.sessions(&space, status, after, limit)).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "sessions": page.items, "limit": limit, "next": page.next, "applied_index": index
+    })))
 }
 
 async fn update_session(
@@ -107,23 +115,36 @@ async fn observe(
 struct SubjectParams {
     subject: String,
     limit: Option<usize>,
+    after: Option<String>,
     consistency: Option<String>,
 }
 
-async fn list_observations(state: State, q: web::Query<SubjectParams>) -> Result<HttpResponse, ApiError> {
-    let q = q.into_inner();
-    let limit = q.limit.unwrap_or(100).min(state.settings.api.max_list);
+/// Newest first; `next` continues with older ones.
+async fn list_observations(
+    state: State,
+    req: HttpRequest,
+    q: web::Query<SubjectParams>,
+) -> Result<HttpResponse, ApiError> {
+    let (q, space) = (q.into_inner(), space_of(&req)?);
+    let (limit, before) = page_params(&state, q.limit, q.after.as_deref())?;
     let subject = q.subject.clone();
     let params = ReadParams { consistency: q.consistency };
-    let (observations, index) = read(&state, &params, move |r| r.observations(&subject, limit)).await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({ "subject": q.subject, "observations": observations, "applied_index": index })))
+    let (page, index) =
+        read(&state, &params, move |r| r.observations(&space, &subject, before, limit)).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "subject": q.subject, "observations": page.items, "limit": limit, "next": page.next,
+        "applied_index": index
+    })))
 }
 
-async fn observation_stats(state: State, q: web::Query<SubjectParams>) -> Result<HttpResponse, ApiError> {
-    let q = q.into_inner();
+async fn observation_stats(
+    state: State,
+    req: HttpRequest,
+    q: web::Query<SubjectParams>,
+) -> Result<HttpResponse, ApiError> {
+    let (q, space) = (q.into_inner(), space_of(&req)?);
     let params = ReadParams { consistency: q.consistency };
     let subject = q.subject;
-    let (stats, index) = read(&state, &params, move |r| r.observation_stats(&subject)).await?;
+    let (stats, index) = read(&state, &params, move |r| r.observation_stats(&space, &subject)).await?;
     Ok(HttpResponse::Ok().json(with_fields(stats, &[("applied_index", json!(index))])))
 }

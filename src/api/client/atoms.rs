@@ -1,14 +1,15 @@
-//! `/v1/atoms`, `/v1/links`, `/v1/batch`: the hypergraph.
+//! `/v1/atoms`, `/v1/links`, `/v1/batch`: the hypergraph of one memory space.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use cograft_actors::command::{AtomRef, Command, CommandResult};
 use cograft_actors::model::{validate_type_name, AtomId, TruthValue};
 use cograft_actors::raft::WriteOutcome;
+use cograft_actors::storage::reads::Page;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::body::{BatchBody, LinkBody, NodeBody, OpBody, RefBody, StimulusBody, ValueBody};
-use super::{created_status, propose, read, ReadParams};
+use super::{created_status, page_params, propose, read, space_of, ReadParams};
 use crate::api::error::{with_fields, ApiError};
 use crate::api::AppState;
 
@@ -41,6 +42,11 @@ pub fn respond(outcome: WriteOutcome) -> Result<HttpResponse, ApiError> {
         CommandResult::Session { session } => Ok(HttpResponse::Ok().json(with_fields(session, &meta))),
         CommandResult::Observation { observation } => {
             Ok(HttpResponse::Created().json(with_fields(observation, &meta)))
+        }
+        CommandResult::SpaceDeleting { name } => {
+            let mut fields = meta.to_vec();
+            fields.push(("deleting", json!(true)));
+            Ok(HttpResponse::Accepted().json(with_fields(json!({ "space": name }), &fields)))
         }
         other => Ok(HttpResponse::Ok().json(with_fields(other, &meta))),
     }
@@ -92,11 +98,12 @@ async fn batch(state: State, req: HttpRequest, body: web::Json<BatchBody>) -> Re
 
 async fn get_atom(
     state: State,
+    req: HttpRequest,
     id: web::Path<AtomId>,
     q: web::Query<ReadParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let (atom, index) = read(&state, &q, move |r| r.atom(id)).await?;
+    let (id, space) = (id.into_inner(), space_of(&req)?);
+    let (atom, index) = read(&state, &q, move |r| r.atom(&space, id)).await?;
     Ok(HttpResponse::Ok().json(with_fields(atom, &[("applied_index", json!(index))])))
 }
 
@@ -106,37 +113,57 @@ struct FindParams {
     atom_type: String,
     name: Option<String>,
     limit: Option<usize>,
+    after: Option<String>,
     consistency: Option<String>,
 }
 
-async fn find_atoms(state: State, q: web::Query<FindParams>) -> Result<HttpResponse, ApiError> {
-    let q = q.into_inner();
+/// A node by (type, name), or the atoms of a type, a page at a time: the answer says which
+/// limit applied and gives the `next` cursor while more remain (`truncated` says the same).
+async fn find_atoms(
+    state: State,
+    req: HttpRequest,
+    q: web::Query<FindParams>,
+) -> Result<HttpResponse, ApiError> {
+    let (q, space) = (q.into_inner(), space_of(&req)?);
     validate_type_name(&q.atom_type).map_err(ApiError::bad_request)?;
     let params = ReadParams { consistency: q.consistency };
-    // `limit` is capped at api.max_list; the answer says which limit applied and whether more
-    // atoms matched, so a client never mistakes a capped list for the whole.
-    let limit = q.limit.unwrap_or(100).min(state.settings.api.max_list);
-    let (mut atoms, index) = match q.name {
+    let (limit, after) = page_params(&state, q.limit, q.after.as_deref())?;
+    let (page, index) = match q.name {
         Some(name) => {
             let atom_type = q.atom_type;
-            read(&state, &params, move |r| Ok(r.find_node(&atom_type, &name)?.into_iter().collect())).await?
+            read(&state, &params, move |r| {
+                Ok(Page { items: r.find_node(&space, &atom_type, &name)?.into_iter().collect(), next: None })
+            })
+            .await?
         }
-        None => read(&state, &params, move |r| r.of_type(&q.atom_type, limit.saturating_add(1))).await?,
+        None => read(&state, &params, move |r| r.of_type(&space, &q.atom_type, after, limit)).await?,
     };
-    let truncated = atoms.len() > limit;
-    atoms.truncate(limit);
-    Ok(HttpResponse::Ok()
-        .json(json!({ "atoms": atoms, "limit": limit, "truncated": truncated, "applied_index": index })))
+    Ok(HttpResponse::Ok().json(json!({
+        "atoms": page.items, "limit": limit, "truncated": page.next.is_some(), "next": page.next,
+        "applied_index": index
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    limit: Option<usize>,
+    after: Option<String>,
+    consistency: Option<String>,
 }
 
 async fn incoming(
     state: State,
+    req: HttpRequest,
     id: web::Path<AtomId>,
-    q: web::Query<ReadParams>,
+    q: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let (links, index) = read(&state, &q, move |r| r.incoming(id)).await?;
-    Ok(HttpResponse::Ok().json(json!({ "id": id, "incoming": links, "applied_index": index })))
+    let (id, space, q) = (id.into_inner(), space_of(&req)?, q.into_inner());
+    let (limit, after) = page_params(&state, q.limit, q.after.as_deref())?;
+    let params = ReadParams { consistency: q.consistency };
+    let (page, index) = read(&state, &params, move |r| r.incoming(&space, id, after, limit)).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "id": id, "incoming": page.items, "limit": limit, "next": page.next, "applied_index": index
+    })))
 }
 
 async fn delete_atom(
@@ -182,12 +209,13 @@ async fn set_value(
 
 async fn get_value(
     state: State,
+    req: HttpRequest,
     path: web::Path<(AtomId, String)>,
     q: web::Query<ReadParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, key) = path.into_inner();
+    let ((id, key), space) = (path.into_inner(), space_of(&req)?);
     let k = key.clone();
-    let (value, index) = read(&state, &q, move |r| r.value(id, &k)).await?;
+    let (value, index) = read(&state, &q, move |r| r.value(&space, id, &k)).await?;
     match value {
         Some(value) => {
             Ok(HttpResponse::Ok()

@@ -1,20 +1,24 @@
 //! The client API under `/v1`: the hypergraph (`atoms`), agent sessions and observations
-//! (`agents`), and the request bodies (`body`). Writes become one `Proposal` each; reads pass
-//! a linearizable barrier unless `?consistency=stale`.
+//! (`agents`), memory spaces (`spaces`), and the request bodies (`body`). Every route works in
+//! one memory space, named by `?space=` or the `X-Cograft-Space` header (never a body field;
+//! both given and different is a 400; default `default`). Writes become one `Proposal` each;
+//! reads pass a linearizable barrier unless `?consistency=stale`. Lists page with `?after=`.
 
 mod agents;
 mod atoms;
 pub mod body;
+mod spaces;
 
 use std::sync::atomic::Ordering;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
 use cograft_actors::command::{Command, Proposal};
+use cograft_actors::model::{validate_space_name, DEFAULT_SPACE};
 use cograft_actors::raft::actor::{ReadBarrier, Write};
 use cograft_actors::raft::WriteOutcome;
 use cograft_actors::storage::actor::Query;
-use cograft_actors::storage::reads::GraphView;
+use cograft_actors::storage::reads::{decode_cursor, GraphView};
 use rand::Rng;
 use serde::Deserialize;
 
@@ -23,6 +27,50 @@ use super::AppState;
 
 /// Header a client sets so a retried write applies once.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Header naming the memory space (as `?space=` does).
+pub const SPACE_HEADER: &str = "x-cograft-space";
+
+#[derive(Debug, Default, Deserialize)]
+struct SpaceQuery {
+    space: Option<String>,
+}
+
+/// The request's memory space: `?space=` or `X-Cograft-Space` (they must agree), else default.
+pub fn space_of(req: &HttpRequest) -> Result<String, ApiError> {
+    let query = web::Query::<SpaceQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?
+        .into_inner()
+        .space;
+    let header = match req.headers().get(SPACE_HEADER) {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("X-Cograft-Space must be visible ASCII"))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let space = match (query, header) {
+        (Some(q), Some(h)) if q != h => {
+            return Err(ApiError::bad_request(format!(
+                "the space is named twice, differently: ?space={q:?} and X-Cograft-Space: {h:?}; give one"
+            )))
+        }
+        (q, h) => q.or(h).unwrap_or_else(|| DEFAULT_SPACE.to_string()),
+    };
+    validate_space_name(&space).map_err(ApiError::bad_request)?;
+    Ok(space)
+}
+
+/// `?limit=` capped at `api.max_list`, and `?after=` decoded.
+pub fn page_params(
+    state: &AppState,
+    limit: Option<usize>,
+    after: Option<&str>,
+) -> Result<(usize, Option<u64>), ApiError> {
+    let limit = limit.unwrap_or(100).clamp(1, state.settings.api.max_list);
+    let after = after.map(decode_cursor).transpose()?;
+    Ok((limit, after))
+}
 const MAX_KEY_LEN: usize = 128;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -31,7 +79,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .configure(atoms::configure)
-            .configure(agents::configure),
+            .configure(agents::configure)
+            .configure(spaces::configure),
     );
 }
 
@@ -77,10 +126,21 @@ pub async fn propose(
     req: &HttpRequest,
     command: Command,
 ) -> Result<WriteOutcome, ApiError> {
+    let space = space_of(req)?;
+    propose_in(state, req, space, command).await
+}
+
+/// Like [`propose`], in a space the route names itself (e.g. the space being deleted).
+pub async fn propose_in(
+    state: &AppState,
+    req: &HttpRequest,
+    space: String,
+    command: Command,
+) -> Result<WriteOutcome, ApiError> {
     if !state.serving.load(Ordering::Relaxed) {
         return Err(cograft_actors::Error::ShuttingDown.into());
     }
-    let proposal = Proposal { key: idempotency_key(req)?, time_ms: cograft_actors::now_ms(), command };
+    let proposal = Proposal { key: idempotency_key(req)?, time_ms: cograft_actors::now_ms(), space, command };
     let size = rmp_serde::to_vec_named(&proposal).map(|b| b.len()).unwrap_or(usize::MAX);
     let limit = state.settings.api.max_entry_bytes;
     if size > limit {

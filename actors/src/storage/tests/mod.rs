@@ -16,14 +16,19 @@ use crate::storage::metrics::StorageMetrics;
 use crate::typ::{Entry, StorageError};
 
 mod snapshots;
+mod spaces;
 
 struct SledBuilder;
 
 impl StoreBuilder<crate::TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = TempDir::new().expect("temp dir");
-        let stores = open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry())))
-            .expect("open store");
+        let stores = open(
+            dir.path(),
+            Default::default(),
+            Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
+        )
+        .expect("open store");
         Ok((dir, stores.log, stores.state_machine))
     }
 }
@@ -37,7 +42,12 @@ pub(super) fn entry(index: u64, key: &str, command: Command) -> Entry {
     Entry {
         log_id: LogId::new(LeaderId::new(1, 1), index),
         payload: EntryPayload::Normal(ProposalBatch {
-            proposals: vec![Proposal { key: key.into(), time_ms: 1000 + index, command }],
+            proposals: vec![Proposal {
+                key: key.into(),
+                time_ms: 1000 + index,
+                space: "default".into(),
+                command,
+            }],
         }),
     }
 }
@@ -58,8 +68,12 @@ pub(super) fn link(outgoing: Vec<AtomRef>) -> Command {
 #[test]
 fn rejected_batch_writes_nothing_and_replayed_keys_apply_once() {
     let dir = TempDir::new().unwrap();
-    let stores =
-        open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap();
+    let stores = open(
+        dir.path(),
+        Default::default(),
+        Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
+    )
+    .unwrap();
     let core = stores.core;
     let results = only(core.apply(vec![entry(1, "a", node("cat"))]).unwrap());
     assert!(matches!(&results[0], CommandResult::Atom { created: true, .. }));
@@ -81,8 +95,13 @@ fn rejected_batch_writes_nothing_and_replayed_keys_apply_once() {
 #[test]
 fn compare_and_set_and_cascading_delete() {
     let dir = TempDir::new().unwrap();
-    let core =
-        open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap().core;
+    let core = open(
+        dir.path(),
+        Default::default(),
+        Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
+    )
+    .unwrap()
+    .core;
     let batch = Command::Batch {
         ops: vec![
             node("a"),
@@ -106,24 +125,35 @@ fn compare_and_set_and_cascading_delete() {
         CommandResult::Rejected { error: Rejection::CasFailed { current: Some(serde_json::json!(1)) } }
     );
     let r = only(core.apply(vec![entry(4, "k4", Command::DeleteAtom { id: AtomRef::Id(1) })]).unwrap());
-    assert_eq!(r[0], CommandResult::Deleted { removed: vec![1, 3, 4] });
+    assert_eq!(r[0], CommandResult::Deleted { removed: vec![1, 3, 4], removed_count: 3 });
     let reader = super::reads::GraphReader::new(core.clone());
-    assert!(reader.with(|v| v.atom(2)).is_ok());
-    assert!(reader.with(|v| v.atom(3)).is_err());
-    assert!(reader.with(|v| v.incoming(2)).unwrap().is_empty(), "incoming entries of deleted links remain");
+    assert!(reader.with(|v| v.atom("default", 2)).is_ok());
+    assert!(reader.with(|v| v.atom("default", 3)).is_err());
+    assert!(
+        reader.with(|v| v.incoming("default", 2, None, 100)).unwrap().items.is_empty(),
+        "incoming entries of deleted links remain"
+    );
 }
 
 #[test]
 fn snapshot_round_trips_into_an_empty_store() {
     let (src_dir, dst_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
-    let src =
-        open(src_dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap();
+    let src = open(
+        src_dir.path(),
+        Default::default(),
+        Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
+    )
+    .unwrap();
     let entries: Vec<Entry> = (1..=50).map(|i| entry(i, &format!("k{i}"), node(&format!("n{i}")))).collect();
     src.core.apply(entries).unwrap();
     let (meta, path) = src.core.build_snapshot().unwrap();
     assert_eq!(super::snapshot::verify(&path).unwrap(), meta);
-    let dst =
-        open(dst_dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap();
+    let dst = open(
+        dst_dir.path(),
+        Default::default(),
+        Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
+    )
+    .unwrap();
     dst.core.install(&meta, &path).unwrap();
     assert_eq!(src.core.digest().unwrap(), dst.core.digest().unwrap());
     // The idempotency table travels with the snapshot.
@@ -134,9 +164,14 @@ fn snapshot_round_trips_into_an_empty_store() {
 #[test]
 fn proposals_sharing_an_entry_apply_independently() {
     let dir = TempDir::new().unwrap();
-    let core =
-        open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap().core;
-    let p = |key: &str, command| Proposal { key: key.into(), time_ms: 5, command };
+    let core = open(
+        dir.path(),
+        Default::default(),
+        Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
+    )
+    .unwrap()
+    .core;
+    let p = |key: &str, command| Proposal { key: key.into(), time_ms: 5, space: "default".into(), command };
     let entry = Entry {
         log_id: LogId::new(LeaderId::new(1, 1), 1),
         payload: EntryPayload::Normal(ProposalBatch {
@@ -167,8 +202,12 @@ fn proposals_sharing_an_entry_apply_independently() {
 #[test]
 fn near_limit_entries_write_no_blob_files() {
     let dir = TempDir::new().unwrap();
-    let stores =
-        open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap();
+    let stores = open(
+        dir.path(),
+        Default::default(),
+        Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
+    )
+    .unwrap();
     let long = |i: usize, j: usize| format!("{i}-{j}-{}", "n".repeat(crate::command::MAX_NAME_LEN - 16));
     for i in 0..120u64 {
         // What `append` writes: one ~100 KiB entry per index.
@@ -192,7 +231,7 @@ fn near_limit_entries_write_no_blob_files() {
 /// Writes blob-sized values with 512 KiB segments (cograft's first format) and dies without
 /// closing sled, as a crash would. Runs in a child process of the test below.
 fn write_blobs_then_abort(dir: &std::path::Path) -> ! {
-    let db = super::Db::open_with(dir, 512 * 1024).unwrap();
+    let db = super::Db::open_with(dir, 512 * 1024, 64 << 20).unwrap();
     for round in 0..6u64 {
         for i in 0..40u64 {
             let value = vec![(round * 40 + i) as u8; 150 * 1024];
@@ -228,7 +267,9 @@ fn a_panic_inside_sled_at_open_becomes_a_refusal() {
         removed += 1;
     }
     assert!(removed > 0, "the writer must have made blobs");
-    let err = super::Db::open_with(dir.path(), 512 * 1024).err().expect("sled must not open this directory");
+    let err = super::Db::open_with(dir.path(), 512 * 1024, 64 << 20)
+        .err()
+        .expect("sled must not open this directory");
     let text = err.to_string();
     assert!(matches!(err, crate::Error::Corrupted { .. }), "{text}");
     assert!(text.contains("panicked"), "{text}");
@@ -240,7 +281,11 @@ fn a_panic_inside_sled_at_open_becomes_a_refusal() {
 pub(super) fn reopen(dir: &std::path::Path) -> crate::Result<super::Stores> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        match open(dir, Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))) {
+        match open(
+            dir,
+            Default::default(),
+            Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
+        ) {
             Err(crate::Error::Storage { cause, .. })
                 if cause.contains("lock") && std::time::Instant::now() < deadline =>
             {
@@ -259,8 +304,12 @@ fn a_node_that_lost_durable_log_entries_refuses_to_start() {
     let dir = TempDir::new().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     {
-        let stores =
-            open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap();
+        let stores = open(
+            dir.path(),
+            Default::default(),
+            Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
+        )
+        .unwrap();
         for i in 1..=10 {
             stores.db.log.insert(super::be(i), super::encode(&entry(i, "", node(&format!("n{i}"))))).unwrap();
         }
@@ -302,15 +351,23 @@ fn a_node_that_lost_durable_log_entries_refuses_to_start() {
 fn a_directory_of_another_format_is_refused_with_its_version() {
     let dir = TempDir::new().unwrap();
     std::fs::create_dir_all(dir.path().join("sled")).unwrap();
-    let err = open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry())))
-        .err()
-        .expect("no manifest");
+    let err = open(
+        dir.path(),
+        Default::default(),
+        Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
+    )
+    .err()
+    .expect("no manifest");
     assert!(err.to_string().contains("no MANIFEST.json"), "{err}");
     std::fs::write(dir.path().join("MANIFEST.json"), r#"{"format": 1, "applied_index": 12, "vote_term": 2}"#)
         .unwrap();
-    let err = open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry())))
-        .err()
-        .expect("format 1");
+    let err = open(
+        dir.path(),
+        Default::default(),
+        Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
+    )
+    .err()
+    .expect("format 1");
     let text = err.to_string();
     assert!(matches!(err, crate::Error::Format { .. }), "{text}");
     assert!(
@@ -318,4 +375,38 @@ fn a_directory_of_another_format_is_refused_with_its_version() {
         "{text}"
     );
     assert!(std::fs::read_dir(dir.path().join("sled")).unwrap().next().is_none(), "sled was not opened");
+}
+
+/// openraft purges a follower's log as soon as it hands a received snapshot to the state
+/// machine, before the install is durable. While one is received or installed the purge stops
+/// at what is applied (or published as a snapshot), so a crash in between still finds the
+/// entries it must replay.
+#[test]
+fn a_purge_never_passes_what_is_applied_or_in_a_published_snapshot() {
+    let dir = TempDir::new().unwrap();
+    let stores = open(
+        dir.path(),
+        Default::default(),
+        Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
+    )
+    .unwrap();
+    let entries: Vec<Entry> = (1..=60).map(|i| entry(i, "", node(&format!("n{i}")))).collect();
+    for e in &entries {
+        stores.db.log.insert(super::be(e.log_id.index), super::encode(e)).unwrap();
+    }
+    stores.core.apply(entries[..10].to_vec()).unwrap();
+    // A snapshot from the leader is being received.
+    stores.db.set_receiving_snapshot(true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut log = stores.log.clone();
+    rt.block_on(openraft::storage::RaftLogStorage::purge(&mut log, entries[49].log_id)).unwrap();
+    let state = rt.block_on(openraft::storage::RaftLogStorage::get_log_state(&mut log)).unwrap();
+    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(10), "purged past the applied index");
+    assert!(stores.db.log.get(super::be(11)).unwrap().is_some(), "entry 11 is needed for a replay");
+    // Once a snapshot covering 50 is published, the next purge goes all the way.
+    stores.db.note_published_snapshot(50);
+    rt.block_on(openraft::storage::RaftLogStorage::purge(&mut log, entries[49].log_id)).unwrap();
+    let state = rt.block_on(openraft::storage::RaftLogStorage::get_log_state(&mut log)).unwrap();
+    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(50));
+    assert!(stores.db.log.get(super::be(50)).unwrap().is_none());
 }

@@ -16,7 +16,8 @@ use crate::storage::{open, snapshot, Stores};
 use crate::typ::Entry;
 
 fn store(dir: &TempDir) -> Stores {
-    open(dir.path(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry()))).unwrap()
+    open(dir.path(), Default::default(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry())))
+        .unwrap()
 }
 
 /// `count` entries from `first` on, each adding 100 nodes and linking pairs of them.
@@ -112,9 +113,13 @@ fn reads_never_see_a_half_installed_snapshot() {
             std::thread::spawn(move || {
                 while !done.load(Ordering::SeqCst) {
                     let ok = reader.with(|v| {
-                        let atom = v.atom(1).is_ok();
-                        let found = v.find_node("ConceptNode", "n50-7").ok().flatten().is_some();
-                        let listed = v.of_type("ConceptNode", 20_000).map(|a| a.len()).unwrap_or(0) >= 10_000;
+                        let atom = v.atom("default", 1).is_ok();
+                        let found = v.find_node("default", "ConceptNode", "n50-7").ok().flatten().is_some();
+                        let listed = v
+                            .of_type("default", "ConceptNode", None, 20_000)
+                            .map(|a| a.items.len())
+                            .unwrap_or(0)
+                            >= 10_000;
                         atom && found && listed
                     });
                     reads.fetch_add(1, Ordering::SeqCst);
@@ -138,7 +143,7 @@ fn reads_never_see_a_half_installed_snapshot() {
         "a read saw a half-installed state ({during} reads during it)"
     );
     assert_eq!(dst.core.digest().unwrap(), src.core.digest().unwrap());
-    assert!(reader.with(|v| v.find_node("ConceptNode", "n150-3")).unwrap().is_some());
+    assert!(reader.with(|v| v.find_node("default", "ConceptNode", "n150-3")).unwrap().is_some());
 }
 
 #[test]
