@@ -3,7 +3,7 @@ CARGO ?= cargo
 JOBS ?= 2
 BIN := target/debug/cograft
 
-.PHONY: all deps chaos-deps strace-deps build demo test lint unit cluster-tests chaos-smoke durability-audit chaos bench clean-demo
+.PHONY: all deps chaos-deps strace-deps wordnet-deps build demo test lint unit cluster-tests chaos-smoke durability-audit chaos bench clean-demo
 
 all: build
 
@@ -76,11 +76,19 @@ chaos: deps chaos-deps
 	./target/release/cograft-chaos run --nodes 5 --duration $(CHAOS_DURATION) --faults all \
 		--register-clients 24 --set-clients 8 --bin target/release/cograft --report target/chaos/run-5.json
 
-# Criterion benches (each with a reference measured in the same run), then the cluster figures.
-bench: deps
+# WordNet 3.0 from Debian, the graph the scale figures are measured at.
+wordnet-deps:
+	@test -f /usr/share/wordnet/data.noun || { \
+		echo "installing wordnet-base (the scale benchmark's graph)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base; }
+
+# Criterion benches (each with a reference measured in the same run), then the cluster figures,
+# then the figures at WordNet size.
+bench: deps wordnet-deps
 	$(CARGO) bench -j$(JOBS) -p cograft --bench storage
 	$(CARGO) build -j$(JOBS) --release -p cograft
 	./target/release/cograft bench
+	./target/release/cograft bench scale
 
 clean-demo:
 	rm -rf .demo

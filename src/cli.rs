@@ -36,8 +36,11 @@ enum Command {
         #[arg(long, default_value_t = 7301)]
         base_port: u16,
     },
-    /// Measure a fresh local cluster: time to leader, write latency, group commit, failover.
+    /// Measure a fresh local cluster: time to leader, write latency, group commit, failover
+    /// (or, with `bench scale`, the figures at WordNet size).
     Bench {
+        #[command(subcommand)]
+        what: Option<BenchWhat>,
         #[arg(long, default_value = "target/bench-cluster")]
         dir: PathBuf,
         #[arg(long, default_value_t = 7501)]
@@ -67,6 +70,27 @@ enum Command {
         command: AtomCommand,
         #[command(flatten)]
         target: Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Load WordNet 3.0 (~1.2M atoms) into a fresh 3-node cluster: load rate, disk and memory
+    /// per atom, and how long writes and reads wait during a snapshot build and install.
+    Scale {
+        #[arg(long, default_value = "target/bench-scale")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 7601)]
+        base_port: u16,
+        /// Where WordNet's data.* files are (Debian's wordnet-base).
+        #[arg(long, default_value = "/usr/share/wordnet")]
+        wordnet: PathBuf,
+        /// Load and size a running cluster at these addresses instead (with --dir its nodes'
+        /// directory, for the sizes); the snapshot phases are skipped.
+        #[arg(long, value_delimiter = ',')]
+        attach: Vec<String>,
+        #[arg(long, default_value_t = 500)]
+        batch_ops: usize,
     },
 }
 
@@ -187,7 +211,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(cluster_up(nodes, base_port, dir))
         }
         Command::Demo { dir, base_port } => runtime()?.block_on(demo::run(dir, base_port)),
-        Command::Bench { dir, base_port, nodes, writes, concurrency, concurrent_writes } => {
+        Command::Bench {
+            what: Some(BenchWhat::Scale { dir, base_port, wordnet, attach, batch_ops }),
+            ..
+        } => {
+            let args = crate::bench::scale::ScaleArgs { dir, base_port, wordnet, attach, batch_ops };
+            runtime()?.block_on(crate::bench::scale::run(args))
+        }
+        Command::Bench { what: None, dir, base_port, nodes, writes, concurrency, concurrent_writes } => {
             let args =
                 crate::bench::BenchArgs { dir, base_port, nodes, writes, concurrency, concurrent_writes };
             runtime()?.block_on(crate::bench::run(args))

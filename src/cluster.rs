@@ -27,6 +27,7 @@ pub struct LocalNode {
     pub id: u64,
     pub addr: String,
     pub dir: PathBuf,
+    settings: Settings,
     child: Child,
     /// Killed on purpose (kill9); `stop` leaves it out.
     killed: bool,
@@ -51,6 +52,15 @@ impl LocalCluster {
     /// A client that knows every node.
     pub fn client(&self) -> anyhow::Result<Client> {
         Client::new(self.addrs())
+    }
+
+    /// Starts a node killed by `kill9` again, on its directory, and waits until it is live.
+    pub async fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        let node = self.nodes.iter_mut().find(|n| n.id == id).context("no such node")?;
+        anyhow::ensure!(node.killed, "node {id} is still running");
+        let fresh = spawn_node(&std::env::current_exe()?, &node.settings)?;
+        *node = fresh;
+        wait_healthy(&node.addr, Duration::from_secs(60)).await
     }
 
     /// kill -9 of one node (for failover measurements); it stays down.
@@ -160,7 +170,14 @@ pub fn spawn_node(exe: &Path, settings: &Settings) -> anyhow::Result<LocalNode> 
         .process_group(0)
         .spawn()
         .with_context(|| format!("starting {}", exe.display()))?;
-    Ok(LocalNode { id: settings.node.id, addr: settings.advertise(), dir, child, killed: false })
+    Ok(LocalNode {
+        id: settings.node.id,
+        addr: settings.advertise(),
+        dir,
+        settings: settings.clone(),
+        child,
+        killed: false,
+    })
 }
 
 /// Starts every node, initialises the cluster if it is new, and waits for a leader.

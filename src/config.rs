@@ -59,6 +59,7 @@ pub struct RaftConfig {
     pub connect_timeout_ms: u64,
     pub max_in_flight: usize,
     pub max_queued_writes: usize,
+    pub install_snapshot_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -163,6 +164,7 @@ impl Settings {
             ("raft.connect_timeout_ms", r.connect_timeout_ms),
             ("raft.max_in_flight", r.max_in_flight as u64),
             ("raft.max_queued_writes", r.max_queued_writes as u64),
+            ("raft.install_snapshot_timeout_ms", r.install_snapshot_timeout_ms),
         ] {
             if v == 0 {
                 bail!("{key} must be positive");
@@ -231,6 +233,7 @@ impl Settings {
             max_in_flight: r.max_in_flight,
             max_entry_bytes: self.api.max_entry_bytes,
             max_queued_writes: r.max_queued_writes,
+            install_snapshot_timeout_ms: r.install_snapshot_timeout_ms,
             maintenance: cograft_actors::command::Maintenance {
                 observations_per_subject: self.storage.observations_per_subject,
                 observation_max_age_ms: self.storage.observation_max_age_ms,

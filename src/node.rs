@@ -59,8 +59,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         raft_metrics_families,
     )
     .await?;
-    let storage =
-        StorageActor::start_pool(GraphReader::new(stores.core.clone()), settings.storage.read_threads);
+    let reader = GraphReader::new(stores.core.clone());
+    let storage = StorageActor::start_pool(reader.clone(), settings.storage.read_threads);
     let raft_metrics = raft.send(WatchMetrics).await?;
     let serving = Arc::new(AtomicBool::new(true));
 
@@ -87,6 +87,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         health,
         serving: serving.clone(),
         db: stores.db.clone(),
+        reader,
+        digest_running: Arc::default(),
     });
     let body_limit = settings.api.body_limit_bytes;
     let server = HttpServer::new(move || {

@@ -4,7 +4,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use actix_web::{web, HttpResponse};
 use cograft_actors::raft::actor::{AddLearner, ChangeMembership, GetStatus, Initialize, TriggerSnapshot};
-use cograft_actors::storage::actor::Query;
 use cograft_actors::typ::Node;
 use openraft::ChangeMembers;
 use serde::Deserialize;
@@ -158,8 +157,26 @@ async fn snapshot(state: State) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Accepted().json(json!({ "snapshot": "triggered" })))
 }
 
+/// The digest walks the whole state (seconds at a million atoms), off the apply lock and off
+/// the read pool; one at a time per node, and a second request meanwhile answers 429 at once
+/// instead of queueing behind it.
 async fn digest(state: State) -> Result<HttpResponse, ApiError> {
-    let (index, digest) = state.storage.send(Query::whole(|r| r.digest())).await??;
+    if state.digest_running.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return Err(ApiError {
+            retry_after_s: Some(5),
+            ..ApiError::new(
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                "digest_running",
+                "a digest of this node is being computed; retry when it is done",
+            )
+        });
+    }
+    let reader = state.reader.clone();
+    let computed = tokio::task::spawn_blocking(move || reader.digest()).await;
+    state.digest_running.store(false, std::sync::atomic::Ordering::Release);
+    let (index, digest) = computed.map_err(|e| {
+        ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "digest_failed", e.to_string())
+    })??;
     Ok(HttpResponse::Ok().json(json!({ "node_id": state.node_id, "applied_index": index, "digest": digest })))
 }
 

@@ -41,6 +41,10 @@ pub struct AppState {
     pub serving: Arc<AtomicBool>,
     /// sled, for the readiness write probe.
     pub db: cograft_actors::storage::Db,
+    /// Whole-state reads that run outside the read pool (the digest).
+    pub reader: cograft_actors::storage::reads::GraphReader,
+    /// Set while this node computes a digest.
+    pub digest_running: Arc<AtomicBool>,
 }
 
 /// Mounts every surface and the JSON error handling on an App.

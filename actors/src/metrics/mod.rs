@@ -19,6 +19,12 @@ pub fn seconds() -> Histogram {
     Histogram::new(exponential_buckets(0.00002, 2.5, 14))
 }
 
+/// Lock-wait buckets, with edges at the bounds the design promises (100 ms for apply and
+/// reads behind a snapshot build or install).
+pub fn waits() -> Histogram {
+    Histogram::new([0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0].into_iter())
+}
+
 /// Size buckets from 1 to 2048.
 pub fn counts() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 12))

@@ -49,6 +49,9 @@ pub struct RaftSettings {
     pub max_entry_bytes: usize,
     /// Proposals that may wait on the leader for an in-flight slot; more answer 503.
     pub max_queued_writes: usize,
+    /// How long the leader waits for a snapshot chunk's answer; the last one waits for the
+    /// follower's whole install, minutes at a million atoms.
+    pub install_snapshot_timeout_ms: u64,
     /// What the leader's ticks ask every replica to do (retention, space deletion budget).
     pub maintenance: crate::command::Maintenance,
 }
@@ -157,6 +160,7 @@ impl RaftActor {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_after_entries),
             max_in_snapshot_log_to_keep: settings.keep_entries_after_snapshot,
             snapshot_max_chunk_size: 1024 * 1024,
+            install_snapshot_timeout: settings.install_snapshot_timeout_ms,
             max_payload_entries: 256,
             ..Default::default()
         }

@@ -5,7 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::metrics::{counts, seconds, Registry};
+use crate::metrics::{counts, seconds, waits, Registry};
 
 #[derive(Clone)]
 pub struct StorageMetrics {
@@ -15,6 +15,8 @@ pub struct StorageMetrics {
     pub committed_index: Gauge,
     pub apply_seconds: Histogram,
     pub apply_batch_entries: Histogram,
+    pub apply_lock_wait_seconds: Histogram,
+    pub read_gate_wait_seconds: Histogram,
     pub snapshot_build_seconds: Histogram,
     pub snapshot_install_seconds: Histogram,
     pub sled_size_bytes: Gauge,
@@ -30,6 +32,8 @@ impl StorageMetrics {
             committed_index: Gauge::default(),
             apply_seconds: seconds(),
             apply_batch_entries: counts(),
+            apply_lock_wait_seconds: waits(),
+            read_gate_wait_seconds: waits(),
             snapshot_build_seconds: seconds(),
             snapshot_install_seconds: seconds(),
             sled_size_bytes: Gauge::default(),
@@ -54,6 +58,17 @@ impl StorageMetrics {
             m.apply_seconds.clone(),
         );
         reg.register("apply_batch_entries", "Entries applied per transaction", m.apply_batch_entries.clone());
+        reg.register(
+            "apply_lock_wait_seconds",
+            "Time a run of entries waited for the apply lock and the read gate (views opening, \
+             installs switching trees, readers)",
+            m.apply_lock_wait_seconds.clone(),
+        );
+        reg.register(
+            "read_gate_wait_seconds",
+            "Time a read waited at the read gate (apply committing, an install switching trees)",
+            m.read_gate_wait_seconds.clone(),
+        );
         reg.register(
             "snapshot_build_seconds",
             "Time to build a snapshot file",

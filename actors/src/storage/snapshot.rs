@@ -138,18 +138,28 @@ impl SnapshotFiles {
     }
 }
 
-/// Hashes and counts what passes through to the inner writer.
-struct Hashing<W> {
-    inner: W,
+/// Bytes a snapshot writer lets pile up in the page cache before it syncs them: one fsync of
+/// a whole snapshot at the end would stall the log's fdatasyncs on the same disk for seconds.
+const SYNC_EVERY: u64 = 8 << 20;
+
+/// Hashes and counts what passes through to the file, syncing it every [`SYNC_EVERY`] bytes.
+struct Hashing {
+    inner: BufWriter<File>,
     hasher: blake3::Hasher,
     bytes: u64,
+    synced: u64,
 }
 
-impl<W: Write> Write for Hashing<W> {
+impl Write for Hashing {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
+        if self.bytes - self.synced >= SYNC_EVERY {
+            self.inner.flush()?;
+            self.inner.get_ref().sync_data()?;
+            self.synced = self.bytes;
+        }
         Ok(n)
     }
 
@@ -163,7 +173,7 @@ pub struct SnapshotWriter {
     path: PathBuf,
     meta: SnapshotMeta,
     /// `None` once finished.
-    encoder: Option<zstd::Encoder<'static, Hashing<BufWriter<File>>>>,
+    encoder: Option<zstd::Encoder<'static, Hashing>>,
     rows: u64,
 }
 
@@ -177,11 +187,11 @@ impl SnapshotWriter {
         file.write_all(&meta_bytes)?;
         let mut hasher = blake3::Hasher::new();
         hasher.update(&meta_bytes);
-        let encoder = zstd::Encoder::new(Hashing { inner: file, hasher, bytes: 0 }, 3)?;
+        let encoder = zstd::Encoder::new(Hashing { inner: file, hasher, bytes: 0, synced: 0 }, 3)?;
         Ok(SnapshotWriter { path, meta, encoder: Some(encoder), rows: 0 })
     }
 
-    fn encoder(&mut self) -> &mut zstd::Encoder<'static, Hashing<BufWriter<File>>> {
+    fn encoder(&mut self) -> &mut zstd::Encoder<'static, Hashing> {
         self.encoder.as_mut().expect("a snapshot writer is used only until it is finished")
     }
 
@@ -207,7 +217,7 @@ impl SnapshotWriter {
         let mut encoder = self.encoder.take().expect("finished once");
         encoder.write_all(&[END])?;
         encoder.write_all(&rows.to_be_bytes())?;
-        let Hashing { inner: mut file, hasher, bytes } = encoder.finish()?;
+        let Hashing { inner: mut file, hasher, bytes, .. } = encoder.finish()?;
         file.write_all(&bytes.to_be_bytes())?;
         file.write_all(hasher.finalize().as_bytes())?;
         file.into_inner().map_err(|e| e.into_error())?.sync_all()?;

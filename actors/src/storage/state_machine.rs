@@ -109,7 +109,9 @@ impl StateMachineCore {
     /// Runs a read with the read gate held, against the trees now in use: it sees whole
     /// transactions and one state, even across a snapshot install.
     pub fn read<T>(&self, read: impl FnOnce(&Tables) -> T) -> T {
+        let waited = Instant::now();
         let _gate: RwLockReadGuard<'_, ()> = self.read_gate.read().unwrap_or_else(|p| p.into_inner());
+        self.metrics.read_gate_wait_seconds.observe(waited.elapsed().as_secs_f64());
         read(&self.db.tables())
     }
 
@@ -136,6 +138,7 @@ impl StateMachineCore {
         let Some(last) = entries.last().map(|e| e.log_id) else { return Ok(Vec::new()) };
         let started = Instant::now();
         let _guard = locked(&self.write_lock);
+        let mut lock_wait = started.elapsed();
         let tables = self.db.tables();
         let mut st = Staged::new(&tables);
         let mut clock =
@@ -168,9 +171,12 @@ impl StateMachineCore {
         st.put(Table::Meta, META_CLOCK, be(clock));
         st.put(Table::Meta, META_LAST_APPLIED, encode(&Some(last)));
         let changes = {
+            let waited = Instant::now();
             let _alone = self.read_gate.write().unwrap_or_else(|p| p.into_inner());
+            lock_wait += waited.elapsed();
             st.commit(&self.views).map_err(io::Error::other)?
         };
+        self.metrics.apply_lock_wait_seconds.observe(lock_wait.as_secs_f64());
         self.metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.apply_batch_entries.observe(entries.len() as f64);
         let first = entries.first().map(|e| e.log_id.index).unwrap_or(last.index);
@@ -328,6 +334,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta = meta.clone();
         let installed = self
             .blocking(snap_err, move |core| {
+                // openraft retries a snapshot whose install outlasted its RPC timeout; the
+                // state may already be there, or past it (an install must never go back).
+                let snapshot_index = meta.last_log_id.map(|l| l.index);
+                if snapshot_index.is_some() && core.last_applied()?.map(|l| l.index) >= snapshot_index {
+                    tracing::info!(snapshot = %meta.snapshot_id, "this snapshot's state is applied already");
+                    let _ = std::fs::remove_file(&path);
+                    return Ok(());
+                }
                 let published = core.files.adopt(&path, &meta)?;
                 core.db.note_published_snapshot(meta.last_log_id.map(|l| l.index).unwrap_or(0));
                 core.install(&meta, &published)

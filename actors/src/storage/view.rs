@@ -19,12 +19,24 @@ use std::sync::{Arc, Mutex};
 
 use super::{Table, Tables};
 
-type PreImages = BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+/// Per table, key -> the value it had when the view opened (`None`: it did not exist).
+type PreImages = Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
 
 /// The pre-images of the keys changed since one view opened.
-#[derive(Default)]
 pub struct Overlay {
     pre: Mutex<PreImages>,
+    /// Entries in `pre` per table, readable without the lock: a walk over a table nothing
+    /// changed in skips the lock.
+    len: Vec<std::sync::atomic::AtomicUsize>,
+}
+
+impl Default for Overlay {
+    fn default() -> Self {
+        Overlay {
+            pre: Mutex::new(Table::ALL.iter().map(|_| BTreeMap::new()).collect()),
+            len: Table::ALL.iter().map(|_| Default::default()).collect(),
+        }
+    }
 }
 
 /// The overlays of the views now open; apply records into each.
@@ -49,14 +61,15 @@ impl Views {
             let mut current = None;
             for overlay in &open {
                 let mut pre = overlay.pre.lock().unwrap_or_else(|p| p.into_inner());
-                let slot = (table, key.to_vec());
-                if pre.contains_key(&slot) {
+                let changed = &mut pre[table as usize];
+                if changed.contains_key(key) {
                     continue;
                 }
                 if current.is_none() {
                     current = Some(tables.get(table).get(key)?.map(|v| v.to_vec()));
                 }
-                pre.insert(slot, current.clone().flatten());
+                changed.insert(key.to_vec(), current.clone().flatten());
+                overlay.len[table as usize].store(changed.len(), std::sync::atomic::Ordering::Release);
             }
         }
         Ok(())
@@ -85,62 +98,74 @@ impl View {
     /// Calls `row` for every (key, value) of `table` as of the view's start, in key order.
     pub fn scan(&self, table: Table, mut row: impl FnMut(&[u8], &[u8]) -> io::Result<()>) -> io::Result<u64> {
         let mut rows = 0u64;
-        let mut after: Option<Vec<u8>> = None;
+        let mut after: Option<sled::IVec> = None;
         for item in self.tables.get(table).iter() {
             let (key, value) = item.map_err(io::Error::other)?;
             // Read first, then ask the overlay: see the module comment for why this is exact.
-            let (gone, own) = self.overlay_around(table, after.as_deref(), Some(&key));
-            for (k, v) in gone {
-                row(&k, &v)?;
+            match self.overlay_around(table, after.as_deref(), Some(&key), &mut |k, v| {
                 rows += 1;
-            }
-            match own {
-                Some(Some(pre)) => row(&key, &pre)?,
-                Some(None) => {
-                    after = Some(key.to_vec());
-                    continue;
+                row(k, v)
+            })? {
+                Some(Some(pre)) => {
+                    row(&key, &pre)?;
+                    rows += 1;
                 }
-                None => row(&key, &value)?,
+                Some(None) => {}
+                None => {
+                    row(&key, &value)?;
+                    rows += 1;
+                }
             }
-            rows += 1;
-            after = Some(key.to_vec());
+            after = Some(key);
         }
-        let (gone, _) = self.overlay_around(table, after.as_deref(), None);
-        for (k, v) in gone {
-            row(&k, &v)?;
+        self.overlay_around(table, after.as_deref(), None, &mut |k, v| {
             rows += 1;
-        }
+            row(k, v)
+        })?;
         Ok(rows)
     }
 
-    /// The overlay's keys that existed at the start strictly between `after` and `key` (to the
-    /// end of the table without `key`), and the pre-image of `key` if it changed.
-    #[allow(clippy::type_complexity)]
+    /// Hands `gone` the overlay's keys that existed at the start strictly between `after` and
+    /// `key` (to the end of the table without `key`), and answers the pre-image of `key` if it
+    /// changed.
     fn overlay_around(
         &self,
         table: Table,
         after: Option<&[u8]>,
         key: Option<&[u8]>,
-    ) -> (Vec<(Vec<u8>, Vec<u8>)>, Option<Option<Vec<u8>>>) {
-        let pre = self.overlay.pre.lock().unwrap_or_else(|p| p.into_inner());
-        let low = match after {
-            Some(a) => Bound::Excluded((table, a.to_vec())),
-            None => Bound::Included((table, Vec::new())),
+        gone: &mut RowSink<'_>,
+    ) -> io::Result<Option<Option<Vec<u8>>>> {
+        // Recorded before apply commits, so an empty overlay after the read means no change
+        // reached anything read so far.
+        if self.overlay.len[table as usize].load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return Ok(None);
+        }
+        let (removed, own) = {
+            let pre = self.overlay.pre.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = &pre[table as usize];
+            let low = after.map_or(Bound::Unbounded, Bound::Excluded);
+            let high = key.map_or(Bound::Unbounded, Bound::Excluded);
+            let removed: Vec<(Vec<u8>, Vec<u8>)> = changed
+                .range::<[u8], _>((low, high))
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+                .collect();
+            (removed, key.and_then(|key| changed.get(key).cloned()))
         };
-        let gone = pre
-            .range((low, Bound::Unbounded))
-            .take_while(|((t, k), _)| *t == table && key.is_none_or(|key| k.as_slice() < key))
-            .filter_map(|((_, k), v)| v.clone().map(|v| (k.clone(), v)))
-            .collect();
-        let own = key.and_then(|key| pre.get(&(table, key.to_vec())).cloned());
-        (gone, own)
+        // Outside the lock, so apply's recording never waits for the caller's work.
+        for (k, v) in removed {
+            gone(&k, &v)?;
+        }
+        Ok(own)
     }
 
     /// Keys whose changes the view has absorbed so far (for metrics and tests).
     pub fn overlay_len(&self) -> usize {
-        self.overlay.pre.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.overlay.pre.lock().unwrap_or_else(|p| p.into_inner()).iter().map(BTreeMap::len).sum()
     }
 }
+
+/// Where a scan hands each row it reads: key, value.
+type RowSink<'a> = dyn FnMut(&[u8], &[u8]) -> io::Result<()> + 'a;
 
 impl Drop for View {
     fn drop(&mut self) {

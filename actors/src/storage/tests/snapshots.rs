@@ -207,3 +207,50 @@ fn a_late_older_snapshot_never_removes_a_newer_one() {
     s.core.apply(graph_entries(5, 1)).unwrap();
     assert!(s.core.build_snapshot().is_ok());
 }
+
+#[test]
+fn a_digest_does_not_stop_apply_and_reflects_its_index() {
+    let (src_dir, ref_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let src = store(&src_dir);
+    let reference = store(&ref_dir);
+    for chunk in graph_entries(1, 200).chunks(20) {
+        src.core.apply(chunk.to_vec()).unwrap();
+        reference.core.apply(chunk.to_vec()).unwrap();
+    }
+    let core = src.core.clone();
+    let digest = std::thread::spawn(move || core.digest().unwrap());
+    let opened = Instant::now();
+    while src.core.views.open_count() == 0 && !digest.is_finished() {
+        assert!(opened.elapsed() < Duration::from_secs(10), "the digest never opened its view");
+        std::thread::yield_now();
+    }
+    let mut overlapped = 0;
+    for e in churn_entries(201, 2000) {
+        src.core.apply(vec![e]).unwrap();
+        overlapped += usize::from(src.core.views.open_count() > 0);
+    }
+    let (index, hash) = digest.join().unwrap();
+    assert_eq!((index, hash), reference.core.digest().unwrap(), "the digest is the state at its index");
+    assert!(overlapped > 0, "no apply overlapped the digest");
+}
+
+#[test]
+fn a_snapshot_sent_again_after_its_install_is_not_installed_twice() {
+    use openraft::storage::RaftStateMachine;
+    let (src_dir, dst_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let src = store(&src_dir);
+    src.core.apply(graph_entries(1, 20)).unwrap();
+    let (meta, path) = src.core.build_snapshot().unwrap();
+    let mut dst = store(&dst_dir);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The leader resends a snapshot whose answer outlasted its timeout: the second copy arrives
+    // after the first install finished.
+    let mut generations = Vec::new();
+    for _ in 0..2 {
+        let file = rt.block_on(tokio::fs::File::open(&path)).unwrap();
+        rt.block_on(dst.state_machine.install_snapshot(&meta, Box::new(file))).unwrap();
+        generations.push(dst.db.tables().generation);
+    }
+    assert_eq!(generations[0], generations[1], "the same snapshot was installed a second time");
+    assert_eq!(src.core.digest().unwrap(), dst.core.digest().unwrap());
+}

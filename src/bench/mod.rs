@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 use crate::client::Client;
 use crate::cluster;
 
+pub mod scale;
+pub mod wordnet;
+
 pub struct BenchArgs {
     pub dir: PathBuf,
     pub base_port: u16,
