@@ -1,10 +1,17 @@
 //! `/raft`: peer RPC between nodes, msgpack both ways, guarded by the cluster secret.
-//! Each handler decodes the body, sends one message to the RaftActor and encodes its answer.
+//! Each handler decodes the body, sends one message to the RaftActor and encodes its answer,
+//! within the caller's deadline: a follower installing a snapshot holds back its answers to
+//! the leader's heartbeats until the install ends (openraft 0.9), and actix keeps a handler
+//! running after its caller hung up, so without the deadline every heartbeat the leader gave
+//! up on kept a socket open here, and a minutes-long install ran the node out of descriptors.
+
+use std::future::Future;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use cograft_actors::raft::actor::{AppendEntries, ForwardedWrite, InstallSnapshot, ReadIndex, RequestVote};
-use cograft_actors::raft::{path, FORMAT_HEADER, SECRET_HEADER};
+use cograft_actors::raft::{path, DEADLINE_HEADER, FORMAT_HEADER, SECRET_HEADER};
 use cograft_actors::storage::manifest::FORMAT;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -12,6 +19,10 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::AppState;
+
+/// The deadline of a call whose caller sent none, and the longest one accepted.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+const MAX_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// Fits openraft's 1 MiB snapshot chunks and 256-entry append batches, msgpack-encoded.
 pub const RAFT_BODY_LIMIT: usize = 32 * 1024 * 1024;
@@ -81,28 +92,51 @@ fn encode(answer: &impl Serialize) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().content_type("application/msgpack").body(bytes))
 }
 
+/// Runs `call` until the caller's deadline (its `x-cograft-deadline-ms`), then gives up on it.
+async fn within<T: Serialize, E>(
+    req: &HttpRequest,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<HttpResponse, ApiError>
+where
+    ApiError: From<E>,
+{
+    let deadline = req
+        .headers()
+        .get(DEADLINE_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .map_or(DEFAULT_DEADLINE, |ms| Duration::from_millis(ms).min(MAX_DEADLINE));
+    match actix_web::rt::time::timeout(deadline, call).await {
+        Ok(answer) => encode(&answer?),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("no answer within the caller's deadline of {} ms", deadline.as_millis()),
+        )),
+    }
+}
+
 async fn append(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
     let rpc = decode(&state, &req, body).await?;
-    encode(&state.raft.send(AppendEntries(rpc)).await?)
+    within(&req, state.raft.send(AppendEntries(rpc))).await
 }
 
 async fn vote(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
     let rpc = decode(&state, &req, body).await?;
-    encode(&state.raft.send(RequestVote(rpc)).await?)
+    within(&req, state.raft.send(RequestVote(rpc))).await
 }
 
 async fn snapshot(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
     let rpc = decode(&state, &req, body).await?;
-    encode(&state.raft.send(InstallSnapshot(rpc)).await?)
+    within(&req, state.raft.send(InstallSnapshot(rpc))).await
 }
 
 async fn forward(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
     let proposal: cograft_actors::command::Proposal = decode(&state, &req, body).await?;
     proposal.command.validate().map_err(ApiError::bad_request)?;
-    encode(&state.raft.send(ForwardedWrite(proposal)).await?)
+    within(&req, state.raft.send(ForwardedWrite(proposal))).await
 }
 
 async fn read_index(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
     decode::<()>(&state, &req, body).await?;
-    encode(&state.raft.send(ReadIndex).await?)
+    within(&req, state.raft.send(ReadIndex)).await
 }

@@ -8,7 +8,7 @@ pub mod network;
 mod ops;
 
 pub use actor::{RaftActor, RaftSettings, StatusReport, WriteOutcome};
-pub use network::{PeerNetwork, FORMAT_HEADER, SECRET_HEADER};
+pub use network::{PeerNetwork, DEADLINE_HEADER, FORMAT_HEADER, SECRET_HEADER};
 
 /// Peer RPC paths under `/raft` (msgpack bodies).
 pub mod path {

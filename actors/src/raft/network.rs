@@ -21,6 +21,9 @@ pub const SECRET_HEADER: &str = "x-cograft-cluster-secret";
 /// Header carrying the sender's data format on every `/raft` request: nodes of different
 /// formats refuse each other instead of replicating entries one of them cannot read.
 pub const FORMAT_HEADER: &str = "x-cograft-format";
+/// Header carrying how long the caller waits for the answer, in milliseconds: the peer stops
+/// working on a call nobody waits for any more (and lets go of its connection).
+pub const DEADLINE_HEADER: &str = "x-cograft-deadline-ms";
 
 /// Why a peer call failed before the peer could answer.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +104,7 @@ impl PeerNetwork {
             .post(&url)
             .header(SECRET_HEADER, &*self.secret)
             .header(FORMAT_HEADER, crate::storage::manifest::FORMAT.to_string())
+            .header(DEADLINE_HEADER, timeout.as_millis().to_string())
             .header(reqwest::header::CONTENT_TYPE, "application/msgpack")
             .timeout(timeout)
             .body(bytes)
@@ -108,19 +112,33 @@ impl PeerNetwork {
             .await
             .map_err(|e| {
                 if e.is_connect() {
-                    PeerError::Unreachable(format!("{url}: {e}"))
+                    PeerError::Unreachable(format!("{url}: {}", with_causes(&e)))
                 } else {
-                    PeerError::Network(format!("{url}: {e}"))
+                    PeerError::Network(format!("{url}: {}", with_causes(&e)))
                 }
             })?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| PeerError::Network(format!("{url}: {e}")))?;
+        let body =
+            response.bytes().await.map_err(|e| PeerError::Network(format!("{url}: {}", with_causes(&e))))?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
             return Err(PeerError::Refused { status: status.as_u16(), detail: format!("{url}: {text}") });
         }
         rmp_serde::from_slice(&body).map_err(|e| PeerError::Network(format!("{url}: bad answer: {e}")))
     }
+}
+
+/// reqwest's message and every cause under it ("error sending request" alone does not say
+/// whether the peer closed the connection, timed out or refused it).
+fn with_causes(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {

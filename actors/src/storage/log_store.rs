@@ -6,7 +6,8 @@
 //! `save_vote` goes through the same thread and returns only once the vote is durable, and so
 //! does `truncate`, which first lowers the manifest's durable log index (see `manifest`). When
 //! no request comes for a while the flusher still syncs, so what sled writes in the background
-//! (page rewrites that may produce blob files) becomes durable within [`IDLE_SYNC`].
+//! (page rewrites that may produce blob files) becomes durable within [`IDLE_SYNC`]. `purge`
+//! returns at once and leaves the removal to its own thread (`log_purge`).
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -20,6 +21,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageError, StorageIOError};
 use tokio::sync::oneshot;
 
+use super::log_purge::{self, Purger};
 use super::metrics::StorageMetrics as Metrics;
 use super::{be, decode, encode, flush_durably, Db};
 use crate::typ::{Entry, LogId, Vote};
@@ -43,6 +45,7 @@ enum FlushRequest {
 pub struct LogStore {
     db: Db,
     flusher: mpsc::Sender<FlushRequest>,
+    purger: Purger,
     metrics: Arc<Metrics>,
     /// The newest commit index openraft reported (for readiness).
     committed: Arc<AtomicU64>,
@@ -69,7 +72,8 @@ impl LogStore {
         std::thread::Builder::new()
             .name("cograft-flusher".into())
             .spawn(move || Flusher::new(flush_db, flush_metrics, written).run(rx))?;
-        Ok(LogStore { db, flusher: tx, metrics, committed: Arc::default() })
+        let purger = Purger::start(db.clone(), metrics.clone())?;
+        Ok(LogStore { db, flusher: tx, purger, metrics, committed: Arc::default() })
     }
 
     /// The newest commit index this node has heard of (0 before any).
@@ -98,6 +102,11 @@ impl LogStore {
         Ok(true)
     }
 
+    /// Blocks until every purge asked for so far has run (tests; see `log_purge`).
+    pub fn settle_purges(&self) {
+        self.purger.settle();
+    }
+
     /// Makes every write so far durable, from the flusher thread.
     pub async fn sync(&self) -> std::io::Result<()> {
         let (done, wait) = oneshot::channel();
@@ -117,22 +126,6 @@ impl LogStore {
             Some((_, bytes)) => Ok(Some(decode::<Entry>(&bytes, "log entry").map_err(read_err)?.log_id)),
             None => Ok(None),
         }
-    }
-
-    /// Removes the entries in `range` (blocking; call from a blocking context).
-    /// Removes the entries in `range` in chunks (blocking; call from a blocking context).
-    fn remove_range(db: &Db, range: (Bound<[u8; 8]>, Bound<[u8; 8]>)) -> sled::Result<()> {
-        let mut batch = sled::Batch::default();
-        let mut pending = 0;
-        for item in db.log.range(range) {
-            batch.remove(item?.0);
-            pending += 1;
-            if pending == super::REMOVE_CHUNK {
-                db.log.apply_batch(std::mem::take(&mut batch))?;
-                pending = 0;
-            }
-        }
-        db.log.apply_batch(batch)
     }
 }
 
@@ -248,7 +241,7 @@ impl Flusher {
             let lowered = manifest::Manifest { log_index: from.saturating_sub(1), ..self.written };
             self.write_manifest(&lowered)?;
         }
-        LogStore::remove_range(&self.db, (Bound::Included(be(from)), Bound::Unbounded)).map_err(io_err)?;
+        log_purge::remove_range(&self.db, (Bound::Included(be(from)), Bound::Unbounded)).map_err(io_err)?;
         flush_durably(&self.db).map(|_| ())
     }
 
@@ -269,10 +262,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError<u64>> {
+        // Entries openraft purged may wait for the purge thread: they are not there for it.
+        let first = self.purger.asked().map_or(0, |l| l.index + 1);
         let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(be(*i)),
-            Bound::Excluded(i) => Bound::Excluded(be(*i)),
-            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(i) if *i >= first => Bound::Included(be(*i)),
+            Bound::Excluded(i) if *i >= first => Bound::Excluded(be(*i)),
+            _ => Bound::Included(be(first)),
         };
         let end = match range.end_bound() {
             Bound::Included(i) => Bound::Included(be(*i)),
@@ -294,8 +289,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
-        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
-        let last_log_id = self.last_log_id()?.or(last_purged_log_id);
+        let stored: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
+        let last_purged_log_id = stored.max(self.purger.asked());
+        // A purge can pass the last entry (behind an installed snapshot).
+        let last_log_id = self.last_log_id()?.max(last_purged_log_id);
         Ok(LogState { last_purged_log_id, last_log_id })
     }
 
@@ -363,37 +360,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         wait.await.map_err(|_| write_err("the flusher thread stopped"))?.map_err(write_err)
     }
 
+    /// Returns at once: the entries are gone for openraft, and the purge thread removes them
+    /// (see `log_purge`).
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<u64>> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            // The state machine shares this database: make its applied state durable first, so
-            // it can never be found behind the purged log after a crash.
-            flush_durably(&db)?;
-            // openraft purges a follower's log as soon as it hands a received snapshot to the
-            // state machine, before the install (or even the file) is durable. While one is in
-            // progress, entries beyond what is applied or published stay until a later purge:
-            // a crash in between must find them to replay.
-            let covered = db.purge_limit()?;
-            let upto = if covered >= log_id.index {
-                log_id
-            } else {
-                match db.log.get(be(covered)).map_err(io_err)? {
-                    Some(bytes) => decode::<Entry>(&bytes, "log entry")?.log_id,
-                    None => return Ok(()),
-                }
-            };
-            let purged: Option<LogId> = match db.raft_meta.get(KEY_LAST_PURGED).map_err(io_err)? {
-                Some(bytes) => decode(&bytes, "last purged")?,
-                None => None,
-            };
-            if purged.is_some_and(|p| p.index >= upto.index) {
-                return Ok(());
-            }
-            db.raft_meta.insert(KEY_LAST_PURGED, encode(&upto)).map_err(io_err)?;
-            LogStore::remove_range(&db, (Bound::Unbounded, Bound::Included(be(upto.index)))).map_err(io_err)
-        })
-        .await
-        .map_err(write_err)?
-        .map_err(write_err)
+        self.purger.ask(log_id).map_err(write_err)
     }
 }

@@ -12,6 +12,7 @@ pub struct StorageMetrics {
     pub log_append_seconds: Histogram,
     pub log_flush_seconds: Histogram,
     pub log_flush_batch_writes: Histogram,
+    pub log_purge_seconds: Histogram,
     pub committed_index: Gauge,
     pub apply_seconds: Histogram,
     pub apply_batch_entries: Histogram,
@@ -29,6 +30,7 @@ impl StorageMetrics {
             log_append_seconds: seconds(),
             log_flush_seconds: seconds(),
             log_flush_batch_writes: counts(),
+            log_purge_seconds: seconds(),
             committed_index: Gauge::default(),
             apply_seconds: seconds(),
             apply_batch_entries: counts(),
@@ -50,6 +52,11 @@ impl StorageMetrics {
             "log_flush_batch_writes",
             "Client writes made durable by one flush + fdatasync (group commit size)",
             m.log_flush_batch_writes.clone(),
+        );
+        reg.register(
+            "log_purge_seconds",
+            "Time the purge thread took to remove the log behind a snapshot (off Raft's core task)",
+            m.log_purge_seconds.clone(),
         );
         reg.register("committed_index", "Newest commit index openraft reported", m.committed_index.clone());
         reg.register(

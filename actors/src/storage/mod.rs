@@ -7,6 +7,7 @@ pub mod apply;
 pub mod durable;
 pub mod events;
 pub mod keys;
+pub mod log_purge;
 pub mod log_store;
 pub mod manifest;
 pub mod metrics;

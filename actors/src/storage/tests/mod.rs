@@ -400,13 +400,58 @@ fn a_purge_never_passes_what_is_applied_or_in_a_published_snapshot() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut log = stores.log.clone();
     rt.block_on(openraft::storage::RaftLogStorage::purge(&mut log, entries[49].log_id)).unwrap();
-    let state = rt.block_on(openraft::storage::RaftLogStorage::get_log_state(&mut log)).unwrap();
-    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(10), "purged past the applied index");
+    stores.log.settle_purges();
+    assert_eq!(stored_purge(&stores), Some(10), "purged past the applied index");
     assert!(stores.db.log.get(super::be(11)).unwrap().is_some(), "entry 11 is needed for a replay");
-    // Once a snapshot covering 50 is published, the next purge goes all the way.
-    stores.db.note_published_snapshot(50);
-    rt.block_on(openraft::storage::RaftLogStorage::purge(&mut log, entries[49].log_id)).unwrap();
+    // For openraft (in this process) the log is purged as far as it asked.
     let state = rt.block_on(openraft::storage::RaftLogStorage::get_log_state(&mut log)).unwrap();
     assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(50));
-    assert!(stores.db.log.get(super::be(50)).unwrap().is_none());
+    // Once a snapshot covering 55 is published, the next purge goes all the way.
+    stores.db.note_published_snapshot(55);
+    rt.block_on(openraft::storage::RaftLogStorage::purge(&mut log, entries[54].log_id)).unwrap();
+    stores.log.settle_purges();
+    assert_eq!(stored_purge(&stores), Some(55));
+    assert!(stores.db.log.get(super::be(55)).unwrap().is_none());
+    assert!(stores.db.log.get(super::be(56)).unwrap().is_some());
+}
+
+fn stored_purge(stores: &super::Stores) -> Option<u64> {
+    let bytes = stores.db.raft_meta.get(super::manifest::KEY_LAST_PURGED).unwrap()?;
+    super::decode::<Option<crate::typ::LogId>>(&bytes, "last purged").unwrap().map(|l| l.index)
+}
+
+/// openraft 0.9 awaits `purge` on its core task, where it holds back every heartbeat, append and
+/// commit: a purge must not wait for a flush of the state machine or for the removal.
+#[test]
+fn a_purge_returns_before_its_flush_and_removal_and_hides_the_entries_at_once() {
+    let dir = TempDir::new().unwrap();
+    let stores = open(
+        dir.path(),
+        Default::default(),
+        Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
+    )
+    .unwrap();
+    let entries: Vec<Entry> = (1..=60).map(|i| entry(i, "", node(&format!("n{i}")))).collect();
+    for e in &entries {
+        stores.db.log.insert(super::be(e.log_id.index), super::encode(e)).unwrap();
+    }
+    stores.core.apply(entries[..50].to_vec()).unwrap();
+    let (done, returned) = std::sync::mpsc::channel();
+    {
+        // A flush in progress (flush_durably holds this lock for its whole length).
+        let _flushing = stores.db.sync_failed.lock().unwrap();
+        let mut log = stores.log.clone();
+        let upto = entries[39].log_id;
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(openraft::storage::RaftLogStorage::purge(&mut log, upto)).unwrap();
+            let left = rt.block_on(openraft::RaftLogReader::try_get_log_entries(&mut log, 1..=60)).unwrap();
+            let _ = done.send(left.first().map(|e| e.log_id.index));
+        });
+        let first = returned.recv_timeout(std::time::Duration::from_secs(20));
+        assert_eq!(first, Ok(Some(41)), "the purge waited for the flush, or its entries were still read");
+    }
+    stores.log.settle_purges();
+    assert_eq!(stored_purge(&stores), Some(40));
+    assert!(stores.db.log.get(super::be(40)).unwrap().is_none());
 }
