@@ -1,16 +1,29 @@
 //! Fault hooks for tests, compiled in only with the `failpoints` feature (as sled's and TiKV's
-//! are). A test names the hooks to fire in `COGRAFT_FAILPOINTS` (comma-separated); a hook that
-//! fires aborts the process on the spot, as a crash would. Without the feature `hit` is empty.
+//! are). A test names the hooks to fire in `COGRAFT_FAILPOINTS` (comma-separated): `name` aborts
+//! the process on the spot, as a crash would; `name=sleep:SECS` stalls the thread that reached
+//! it for that long (an install at a million atoms). Without the feature `hit` is empty.
 
 /// The environment variable listing the hooks to fire.
 pub const ENV: &str = "COGRAFT_FAILPOINTS";
 
 #[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
-    let armed = std::env::var(ENV).is_ok_and(|v| v.split(',').any(|n| n.trim() == name));
-    if armed {
-        eprintln!("failpoint {name} fired: aborting");
-        std::process::abort();
+    let Ok(armed) = std::env::var(ENV) else { return };
+    for hook in armed.split(',').map(str::trim) {
+        let (hook, action) = hook.split_once('=').unwrap_or((hook, "abort"));
+        if hook != name {
+            continue;
+        }
+        match action.strip_prefix("sleep:").and_then(|secs| secs.parse::<u64>().ok()) {
+            Some(secs) => {
+                eprintln!("failpoint {name} fired: sleeping {secs} s");
+                std::thread::sleep(std::time::Duration::from_secs(secs));
+            }
+            None => {
+                eprintln!("failpoint {name} fired: aborting");
+                std::process::abort();
+            }
+        }
     }
 }
 

@@ -135,17 +135,17 @@ impl Cluster {
 
     /// Starts (again) node `id` on its address and data directory, and waits until it is live.
     pub fn restart(&mut self, id: u64) {
-        let child = self.spawn(id);
+        self.restart_with(id, &[]);
+    }
+
+    /// Like `restart`, with extra environment (e.g. `COGRAFT_FAILPOINTS`).
+    pub fn restart_with(&mut self, id: u64, extra: &[(&str, &str)]) {
+        let child = self.spawn_with(id, extra);
         self.nodes.get_mut(&id).unwrap().child = Some(child);
         let addr = self.addr(id);
         wait_until(&format!("node {id} healthy"), Duration::from_secs(30), || {
             self.http.get(format!("http://{addr}/healthz")).send().ok().filter(|r| r.status().is_success())
         });
-    }
-
-    /// Spawns node `id` without waiting for it.
-    pub fn spawn(&self, id: u64) -> Child {
-        self.spawn_with(id, &[])
     }
 
     /// Spawns node `id` with extra environment (e.g. `COGRAFT_FAILPOINTS`).

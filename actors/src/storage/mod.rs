@@ -172,6 +172,8 @@ pub struct Db {
     /// The first failed sync, kept: Linux reports a writeback error once per file, so a sync
     /// after a failed one may succeed although the data it should cover was lost.
     sync_failed: Arc<std::sync::Mutex<Option<String>>>,
+    /// Held while older generations of trees are dropped in the background (one at a time).
+    dropping: Arc<std::sync::Mutex<()>>,
 }
 
 impl Db {
@@ -224,6 +226,7 @@ impl Db {
             published_snapshot,
             receiving_snapshot: Arc::default(),
             sync_failed: Arc::default(),
+            dropping: Arc::default(),
         };
         // Trees of other generations are what a crash left of an unfinished install, or of
         // the cleanup after a finished one.
@@ -265,26 +268,47 @@ impl Db {
         Ok(())
     }
 
-    /// Drops the trees of every generation but `keep`. Each is emptied and flushed first:
+    /// Drops the trees of every generation but `keep` (at open, before anything else runs).
+    pub fn drop_generations_except(&self, keep: u64) -> sled::Result<()> {
+        self.drop_generations(|g| g != keep)
+    }
+
+    /// Drops the generations older than `current` on a thread of their own, after an install
+    /// switched to `current`: emptying a million-atom generation took minutes, during which
+    /// the install (and so the follower's apply and its answers to the leader) would wait.
+    /// Only older ones: a later install may have switched to a newer generation meanwhile. A
+    /// failure or a crash leaves the trees for the next open to drop.
+    pub fn drop_older_generations_in_background(&self, current: u64) {
+        let db = self.clone();
+        let spawned = std::thread::Builder::new().name("cograft-drop-generation".into()).spawn(move || {
+            let _one = db.dropping.lock().unwrap_or_else(|p| p.into_inner());
+            let started = std::time::Instant::now();
+            match db.drop_generations(|g| g < current) {
+                Ok(()) => tracing::info!(
+                    below = current,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "dropped the trees of older generations"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping older trees failed; the next start drops them")
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start dropping older trees; the next start drops them");
+        }
+    }
+
+    /// Drops the trees of the generations `doomed` picks. Each is emptied and flushed first:
     /// sled's `drop_tree` unnames a tree before it frees its pages, so a crash in the middle
     /// would leak them for good; a tree emptied under its name is redone at the next open.
-    pub fn drop_generations_except(&self, keep: u64) -> sled::Result<()> {
+    fn drop_generations(&self, doomed: impl Fn(u64) -> bool) -> sled::Result<()> {
         for name in self.sled.tree_names() {
             let name = String::from_utf8_lossy(&name).to_string();
             let Some((_, generation)) = name.rsplit_once('@') else { continue };
-            if generation.parse::<u64>().is_ok_and(|g| g != keep) {
+            if generation.parse::<u64>().is_ok_and(&doomed) {
                 let tree = self.sled.open_tree(name.as_bytes())?;
-                let mut batch = sled::Batch::default();
-                let mut pending = 0;
-                for item in tree.iter() {
-                    batch.remove(item?.0);
-                    pending += 1;
-                    if pending == REMOVE_CHUNK {
-                        tree.apply_batch(std::mem::take(&mut batch))?;
-                        pending = 0;
-                    }
-                }
-                tree.apply_batch(batch)?;
+                empty(&tree)?;
                 drop(tree);
                 self.sled.flush()?;
                 self.sled.drop_tree(name.as_bytes())?;
@@ -327,6 +351,28 @@ impl Db {
     /// Bytes sled occupies on disk (for the space-amplification metric).
     pub fn size_on_disk(&self) -> u64 {
         self.sled.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// Removes every key of `tree`, a chunk at a time, each chunk read from where the last one
+/// ended (an iterator kept open across the removals crawled through the emptied nodes).
+fn empty(tree: &sled::Tree) -> sled::Result<()> {
+    let mut after: Option<sled::IVec> = None;
+    loop {
+        let from =
+            after.as_ref().map_or(std::ops::Bound::Unbounded, |k| std::ops::Bound::Excluded(k.clone()));
+        let keys: Vec<sled::IVec> = tree
+            .range::<sled::IVec, _>((from, std::ops::Bound::Unbounded))
+            .keys()
+            .take(REMOVE_CHUNK)
+            .collect::<sled::Result<_>>()?;
+        let Some(last) = keys.last().cloned() else { return Ok(()) };
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.remove(key);
+        }
+        tree.apply_batch(batch)?;
+        after = Some(last);
     }
 }
 

@@ -95,7 +95,7 @@ impl StateMachineCore {
             self.db.switch_to(next)?;
         }
         let switch = switch_started.elapsed();
-        self.db.drop_generations_except(old + 1).map_err(io::Error::other)?;
+        self.db.drop_older_generations_in_background(old + 1);
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         self.metrics.snapshot_install_seconds.observe(started.elapsed().as_secs_f64());
         tracing::info!(

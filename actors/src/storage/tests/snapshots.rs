@@ -254,3 +254,38 @@ fn a_snapshot_sent_again_after_its_install_is_not_installed_twice() {
     assert_eq!(generations[0], generations[1], "the same snapshot was installed a second time");
     assert_eq!(src.core.digest().unwrap(), dst.core.digest().unwrap());
 }
+
+#[test]
+fn an_install_leaves_the_old_trees_to_a_background_drop_that_never_touches_a_newer_state() {
+    let generation_trees = |s: &Stores, g: u64| {
+        s.db.sled.tree_names().iter().filter(|n| n.ends_with(format!("@{g}").as_bytes())).count()
+    };
+    let (src_dir, dst_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let src = store(&src_dir);
+    let dst = store(&dst_dir);
+    dst.core.apply(graph_entries(1, 20)).unwrap();
+    src.core.apply(graph_entries(1, 30)).unwrap();
+    let (first, first_path) = src.core.build_snapshot().unwrap();
+    let copy = src_dir.path().join("first.snap");
+    std::fs::copy(&first_path, &copy).unwrap();
+    src.core.apply(churn_entries(31, 300)).unwrap();
+    let (second, second_path) = src.core.build_snapshot().unwrap();
+    {
+        // A drop of older trees is under way: installs go on without waiting for it.
+        let _dropping = dst.db.dropping.lock().unwrap();
+        dst.core.install(&first, &copy).unwrap();
+        assert!(generation_trees(&dst, 0) > 0, "the install dropped the old trees itself");
+        dst.core.install(&second, &second_path).unwrap();
+        assert_eq!(dst.db.tables().generation, 2);
+    }
+    // The drop queued by the first install (everything below 1) runs after the second switched
+    // to generation 2, and must leave it alone.
+    let started = Instant::now();
+    while generation_trees(&dst, 0) + generation_trees(&dst, 1) > 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the older trees were never dropped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _settled = dst.db.dropping.lock().unwrap();
+    assert!(generation_trees(&dst, 2) > 0);
+    assert_eq!(src.core.digest().unwrap(), dst.core.digest().unwrap());
+}
