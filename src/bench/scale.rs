@@ -117,15 +117,34 @@ fn du(path: &Path) -> u64 {
         .sum()
 }
 
-fn rss_bytes(pid: u32) -> u64 {
+/// A process's resident memory now (`VmRSS`) or at its peak (`VmHWM`), from `/proc`.
+fn memory_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .unwrap_or(0)
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Pids of the `serve` processes whose command line names a directory under `root`.
@@ -351,7 +370,8 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     })
     .await?;
     for (pid, dir) in serving_pids(&args.dir) {
-        let (sled, snapshots, rss) = (du(&dir.join("sled")), du(&dir.join("snapshots")), rss_bytes(pid));
+        let (sled, snapshots, rss) =
+            (du(&dir.join("sled")), du(&dir.join("snapshots")), memory_bytes(pid, "VmRSS:"));
         println!(
             "{}: sled {:.0} MB ({:.0} B/atom), snapshots {:.1} MB ({:.1} B/atom), RSS {:.0} MB ({:.0} B/atom)",
             dir.display(),
@@ -417,6 +437,8 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         waits_during(&client, &follower_addr, &[&follower_addr, &other_addr], measured).await?;
     let log =
         std::fs::read_to_string(args.dir.join(follower.to_string()).join("node.log")).unwrap_or_default();
+    // The node's log is coloured: drop the escape sequences before reading its fields.
+    let log = strip_ansi(&log);
     let switch = log
         .lines()
         .rev()
@@ -431,5 +453,8 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     );
     println!("  meanwhile writes to the leader: {w}\n  linearizable reads on the other follower: {r}\n  stale reads on the installing follower: {s}");
     println!("{waits}");
+    for (pid, dir) in serving_pids(&args.dir) {
+        println!("{}: peak RSS {:.0} MB", dir.display(), memory_bytes(pid, "VmHWM:") as f64 / 1e6);
+    }
     cluster.stop(Duration::from_secs(60))
 }
