@@ -16,7 +16,13 @@ fn in_space(c: &Cluster, node: u64, method: Method, path: &str, space: &str, bod
 
 #[test]
 fn spaces_separate_memories_and_lists_page_with_cursors() {
-    let c = Cluster::start(3, &[("COGRAFT__RAFT__TICK_INTERVAL_MS", "200")]);
+    // A small housekeeping budget, so the deleted space below takes several ticks to empty and
+    // the write sent meanwhile meets it still deleting (with the default one tick emptied it,
+    // and the write could land after, in a new space of the same name).
+    let c = Cluster::start(
+        3,
+        &[("COGRAFT__RAFT__TICK_INTERVAL_MS", "200"), ("COGRAFT__STORAGE__MAINTENANCE_BUDGET", "10")],
+    );
     let cat = json!({ "type": "ConceptNode", "name": "cat" });
     let alice = in_space(&c, 1, Method::POST, "/v1/atoms", "alice", Some(cat.clone()));
     assert_eq!(alice.status, 201, "{alice:?}");

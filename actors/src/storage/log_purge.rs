@@ -1,14 +1,16 @@
 //! Log purging off openraft's core task. openraft 0.9 awaits `purge` inside RaftCore, so while
 //! a purge runs no heartbeat, append or commit goes out: removing the thousands of entries
-//! behind a snapshot (and first flushing the state machine they are behind) stalled writes for
-//! over a second at WordNet size. [`LogStore::purge`](super::log_store::LogStore) now records
-//! openraft's purge point here, in memory, where the log's reads and its log state honour it at
-//! once, and this thread does the removal.
+//! behind a snapshot (and flushing first) stalled writes for over a second at WordNet size.
 //!
-//! The removal is ordered for a crash at any point: the state machine is flushed durably, then
-//! the purge marker is written, then the entries go in chunks. A crash before it finishes leaves
-//! entries behind the last marker written, and the log state read at start says so (openraft
-//! purges them again after its next snapshot). Purges that queue up while one runs are merged.
+//! [`Purger::ask`] does the part whose order matters, at once, on openraft's call: it writes the
+//! purge marker (without a flush: sled recovers a prefix of its log, so the marker can never
+//! survive a crash without the state it follows, and every append after it is flushed with it;
+//! a marker written later, from another thread, could reach the disk after appends past it and
+//! leave a hole at restart). It records the point in memory, where the log's reads and its log
+//! state honour it, and leaves the removal of the entries to the purge thread, which removes what
+//! the marker covers in chunks. A crash before it finishes leaves entries behind the marker,
+//! which nothing reads; openraft purges them again after its next snapshot. Removals that queue
+//! up while one runs are merged.
 
 use std::ops::Bound;
 use std::sync::{mpsc, Arc, Mutex};
@@ -16,7 +18,7 @@ use std::time::Instant;
 
 use super::manifest::KEY_LAST_PURGED;
 use super::metrics::StorageMetrics as Metrics;
-use super::{be, decode, encode, flush_durably, Db};
+use super::{be, decode, encode, Db};
 use crate::typ::{Entry, LogId};
 
 enum Request {
@@ -28,6 +30,7 @@ enum Request {
 /// The purge thread's handle, shared by every clone of the log store.
 #[derive(Clone)]
 pub struct Purger {
+    db: Db,
     tx: mpsc::Sender<Request>,
     /// The newest purge point openraft asked for in this process.
     asked: Arc<Mutex<Option<LogId>>>,
@@ -37,11 +40,15 @@ impl Purger {
     /// Starts the purge thread (which ends when the last handle drops).
     pub fn start(db: Db, metrics: Arc<Metrics>) -> std::io::Result<Purger> {
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new().name("cograft-log-purge".into()).spawn(move || run(&db, &metrics, rx))?;
-        Ok(Purger { tx, asked: Arc::default() })
+        let thread_db = db.clone();
+        std::thread::Builder::new()
+            .name("cograft-log-purge".into())
+            .spawn(move || run(&thread_db, &metrics, rx))?;
+        Ok(Purger { db, tx, asked: Arc::default() })
     }
 
-    /// Records openraft's purge up to `upto` (inclusive) and queues the removal.
+    /// Records openraft's purge up to `upto` (inclusive): writes the marker, and queues the
+    /// removal of the entries it covers.
     pub fn ask(&self, upto: LogId) -> std::io::Result<()> {
         {
             let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
@@ -50,7 +57,8 @@ impl Purger {
             }
             *asked = Some(upto);
         }
-        self.tx.send(Request::Upto(upto)).map_err(|_| std::io::Error::other("the purge thread stopped"))
+        let Some(marked) = mark(&self.db, upto)? else { return Ok(()) };
+        self.tx.send(Request::Upto(marked)).map_err(|_| std::io::Error::other("the purge thread stopped"))
     }
 
     /// The newest purge point asked for since start (entries up to it are gone for openraft).
@@ -84,9 +92,10 @@ fn run(db: &Db, metrics: &Metrics, rx: mpsc::Receiver<Request>) {
                     metrics.log_purge_seconds.observe(started.elapsed().as_secs_f64());
                     tracing::debug!(upto = upto.index, removed, "purged the log");
                 }
-                // Nothing is lost: the entries stay until the next purge, and a failed sync is
-                // sticky, so no later write is acknowledged either.
-                Err(e) => tracing::error!(error = %e, upto = upto.index, "purging the log failed"),
+                // Nothing is lost: the entries stay behind the marker, where nothing reads them.
+                Err(e) => {
+                    tracing::error!(error = %e, upto = upto.index, "removing purged log entries failed")
+                }
             }
         }
         for done in settled {
@@ -95,12 +104,9 @@ fn run(db: &Db, metrics: &Metrics, rx: mpsc::Receiver<Request>) {
     }
 }
 
-/// Removes the entries up to `upto`, or less while a snapshot from the leader is being
-/// received: answers how many went.
-fn purge(db: &Db, upto: LogId) -> std::io::Result<usize> {
-    // The state machine shares this database: make its applied state durable first, so it can
-    // never be found behind the purged log after a crash.
-    flush_durably(db)?;
+/// Writes the purge marker for a purge up to `upto`, or less while a snapshot from the leader
+/// is being received: answers the point marked (`None`: nothing new to mark).
+fn mark(db: &Db, upto: LogId) -> std::io::Result<Option<LogId>> {
     // openraft purges a follower's log as soon as it hands a received snapshot to the state
     // machine, before the install (or even the file) is durable. While one is in progress,
     // entries beyond what is applied or published stay until a later purge: a crash in between
@@ -111,17 +117,22 @@ fn purge(db: &Db, upto: LogId) -> std::io::Result<usize> {
     } else {
         match db.log.get(be(covered)).map_err(std::io::Error::other)? {
             Some(bytes) => decode::<Entry>(&bytes, "log entry")?.log_id,
-            None => return Ok(0),
+            None => return Ok(None),
         }
     };
-    let purged: Option<LogId> = match db.raft_meta.get(KEY_LAST_PURGED).map_err(std::io::Error::other)? {
+    let marked: Option<LogId> = match db.raft_meta.get(KEY_LAST_PURGED).map_err(std::io::Error::other)? {
         Some(bytes) => decode(&bytes, "last purged")?,
         None => None,
     };
-    if purged.is_some_and(|p| p.index >= upto.index) {
-        return Ok(0);
+    if marked.is_some_and(|p| p.index >= upto.index) {
+        return Ok(None);
     }
     db.raft_meta.insert(KEY_LAST_PURGED, encode(&upto)).map_err(std::io::Error::other)?;
+    Ok(Some(upto))
+}
+
+/// Removes the entries up to `upto` (marked already): answers how many went.
+fn purge(db: &Db, upto: LogId) -> std::io::Result<usize> {
     remove_range(db, (Bound::Unbounded, Bound::Included(be(upto.index)))).map_err(std::io::Error::other)
 }
 
@@ -140,4 +151,53 @@ pub(super) fn remove_range(db: &Db, range: (Bound<[u8; 8]>, Bound<[u8; 8]>)) -> 
     }
     db.log.apply_batch(batch)?;
     Ok(removed)
+}
+
+/// At open, before Raft starts: closes a gap that a purge limited during an install can leave
+/// behind the snapshot. openraft purges a follower's log up to a received snapshot once, as it
+/// hands the snapshot over; while the install runs the marker stays at what was applied, and
+/// the entries the follower never had (between its old log and the snapshot) are followed by
+/// new ones past the snapshot. openraft loads every log id from the marker on, so that gap would
+/// stop it at start. When the state machine has applied the published snapshot, everything up
+/// to the snapshot is covered: the marker moves there and the entries behind it go. Answers
+/// whether it moved.
+pub fn close_gap_behind_snapshot(
+    db: &Db,
+    snapshot: Option<LogId>,
+    applied: Option<LogId>,
+) -> std::io::Result<bool> {
+    let Some(snapshot) = snapshot else { return Ok(false) };
+    if applied.is_none_or(|a| a.index < snapshot.index) {
+        return Ok(false);
+    }
+    let marked: Option<LogId> = match db.raft_meta.get(KEY_LAST_PURGED).map_err(std::io::Error::other)? {
+        Some(bytes) => decode(&bytes, "last purged")?,
+        None => None,
+    };
+    let from = marked.map_or(0, |m| m.index) + 1;
+    if from > snapshot.index {
+        return Ok(false);
+    }
+    // Contiguous from the marker through the snapshot: no gap.
+    let mut expected = from;
+    for key in db.log.range(be(from)..=be(snapshot.index)).keys() {
+        if super::from_be(&key.map_err(std::io::Error::other)?) != expected {
+            break;
+        }
+        expected += 1;
+    }
+    if expected > snapshot.index {
+        return Ok(false);
+    }
+    tracing::warn!(
+        from = marked.map(|m| m.index),
+        to = snapshot.index,
+        missing = expected,
+        "the log has a gap behind the applied snapshot; purging up to the snapshot"
+    );
+    db.raft_meta.insert(KEY_LAST_PURGED, encode(&snapshot)).map_err(std::io::Error::other)?;
+    remove_range(db, (Bound::Unbounded, Bound::Included(be(snapshot.index))))
+        .map_err(std::io::Error::other)?;
+    super::flush_durably(db)?;
+    Ok(true)
 }

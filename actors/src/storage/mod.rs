@@ -228,9 +228,11 @@ impl Db {
             sync_failed: Arc::default(),
             dropping: Arc::default(),
         };
-        // Trees of other generations are what a crash left of an unfinished install, or of
-        // the cleanup after a finished one.
-        db.drop_generations_except(generation).map_err(storage_err)?;
+        // Trees of other generations are what a crash left of an unfinished install (newer:
+        // dropped now, before a new install could reuse the generation) or of the cleanup after
+        // a finished one (older: dropped in the background, which can take minutes).
+        db.drop_generations(|g| g > generation).map_err(storage_err)?;
+        db.drop_older_generations_in_background(generation);
         // What sled wrote while opening (conf, snap.*, blobs/) becomes durable before anything
         // is acknowledged.
         flush_durably(&db).map_err(io_err)?;
@@ -266,11 +268,6 @@ impl Db {
         flush_durably(self)?;
         *self.tables.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tables);
         Ok(())
-    }
-
-    /// Drops the trees of every generation but `keep` (at open, before anything else runs).
-    pub fn drop_generations_except(&self, keep: u64) -> sled::Result<()> {
-        self.drop_generations(|g| g != keep)
     }
 
     /// Drops the generations older than `current` on a thread of their own, after an install
@@ -492,6 +489,9 @@ pub fn open(
     let log = LogStore::open(db.clone(), metrics.clone()).map_err(storage_err)?;
     let core =
         StateMachineCore::open(db.clone(), data_dir.join("snapshots"), metrics).map_err(storage_err)?;
+    let snapshot = core.files.current().map_err(storage_err)?.and_then(|(meta, _)| meta.last_log_id);
+    log_purge::close_gap_behind_snapshot(&db, snapshot, core.last_applied().map_err(storage_err)?)
+        .map_err(storage_err)?;
     Ok(Stores { db, log, state_machine: StateMachine::new(core.clone()), core })
 }
 

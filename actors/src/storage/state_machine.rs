@@ -347,7 +347,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 core.install(&meta, &published)
             })
             .await;
-        self.core.db.set_receiving_snapshot(false);
+        // Only a finished install lifts the purge limit: after a failed one the entries the
+        // snapshot would have covered must stay for the replay.
+        if installed.is_ok() {
+            self.core.db.set_receiving_snapshot(false);
+        }
         installed
     }
 

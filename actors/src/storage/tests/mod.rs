@@ -423,7 +423,7 @@ fn stored_purge(stores: &super::Stores) -> Option<u64> {
 /// openraft 0.9 awaits `purge` on its core task, where it holds back every heartbeat, append and
 /// commit: a purge must not wait for a flush of the state machine or for the removal.
 #[test]
-fn a_purge_returns_before_its_flush_and_removal_and_hides_the_entries_at_once() {
+fn a_purge_marks_at_once_and_leaves_the_removal_without_waiting_for_a_flush() {
     let dir = TempDir::new().unwrap();
     let stores = open(
         dir.path(),
@@ -450,8 +450,63 @@ fn a_purge_returns_before_its_flush_and_removal_and_hides_the_entries_at_once() 
         });
         let first = returned.recv_timeout(std::time::Duration::from_secs(20));
         assert_eq!(first, Ok(Some(41)), "the purge waited for the flush, or its entries were still read");
+        // The marker is written before the purge returns, so no append after it can reach the
+        // disk without it (a marker written later could leave a hole at restart).
+        assert_eq!(stored_purge(&stores), Some(40), "the marker was not written by the purge itself");
     }
     stores.log.settle_purges();
     assert_eq!(stored_purge(&stores), Some(40));
     assert!(stores.db.log.get(super::be(40)).unwrap().is_none());
+}
+
+/// openraft purges a follower's log up to a received snapshot once, as it hands it over; the
+/// purge is limited to what was applied while the install runs, and the entries the follower
+/// never had are followed by new ones past the snapshot. At the next start openraft loads every
+/// log id from the marker on: the gap must be closed first.
+#[test]
+fn a_restart_after_an_install_finds_no_gap_behind_the_snapshot() {
+    let (src_dir, dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let metrics = || Arc::new(StorageMetrics::register(&mut crate::metrics::registry()));
+    let src = open(src_dir.path(), Default::default(), metrics()).unwrap();
+    let entries: Vec<Entry> = (1..=40).map(|i| entry(i, "", node(&format!("n{i}")))).collect();
+    src.core.apply(entries[..30].to_vec()).unwrap();
+    let (meta, path) = src.core.build_snapshot().unwrap();
+    {
+        let stores = open(dir.path(), Default::default(), metrics()).unwrap();
+        for e in &entries[..10] {
+            stores.db.log.insert(super::be(e.log_id.index), super::encode(e)).unwrap();
+        }
+        stores.core.apply(entries[..10].to_vec()).unwrap();
+        // The leader's snapshot (through 30) arrives; the purge openraft asks for meanwhile
+        // stops at what is applied (10).
+        stores.db.set_receiving_snapshot(true);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mut log = stores.log.clone();
+        rt.block_on(openraft::storage::RaftLogStorage::purge(&mut log, entries[29].log_id)).unwrap();
+        let copy = dir.path().join("received.snap");
+        std::fs::copy(&path, &copy).unwrap();
+        let published = stores.core.files.adopt(&copy, &meta).unwrap();
+        stores.core.install(&meta, &published).unwrap();
+        stores.db.set_receiving_snapshot(false);
+        // New entries past the snapshot are appended and made durable.
+        for e in &entries[30..] {
+            stores.db.log.insert(super::be(e.log_id.index), super::encode(e)).unwrap();
+        }
+        rt.block_on(stores.log.sync()).unwrap();
+        stores.log.settle_purges();
+    }
+    let stores = reopen(dir.path()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut log = stores.log.clone();
+    let state = rt.block_on(openraft::storage::RaftLogStorage::get_log_state(&mut log)).unwrap();
+    let from = state.last_purged_log_id.map_or(1, |l| l.index + 1);
+    let last = state.last_log_id.unwrap().index;
+    assert_eq!(last, 40);
+    let present = rt.block_on(openraft::RaftLogReader::try_get_log_entries(&mut log, from..=last)).unwrap();
+    assert_eq!(
+        present.len() as u64,
+        last - from + 1,
+        "a gap in the log after {:?}",
+        state.last_purged_log_id
+    );
 }
