@@ -22,7 +22,7 @@ pub const SECRET_HEADER: &str = "x-cograft-cluster-secret";
 /// formats refuse each other instead of replicating entries one of them cannot read.
 pub const FORMAT_HEADER: &str = "x-cograft-format";
 /// Header carrying how long the caller waits for the answer, in milliseconds: the peer stops
-/// working on a call nobody waits for any more (and lets go of its connection).
+/// waiting for the answer of a call nobody waits for any more and lets go of its connection.
 pub const DEADLINE_HEADER: &str = "x-cograft-deadline-ms";
 
 /// Why a peer call failed before the peer could answer.
