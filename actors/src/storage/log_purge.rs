@@ -16,7 +16,7 @@ use std::ops::Bound;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
-use super::manifest::KEY_LAST_PURGED;
+use super::manifest::{last_purged, KEY_LAST_PURGED};
 use super::metrics::StorageMetrics as Metrics;
 use super::{be, decode, encode, Db};
 use crate::typ::{Entry, LogId};
@@ -87,7 +87,8 @@ fn run(db: &Db, metrics: &Metrics, rx: mpsc::Receiver<Request>) {
         }
         if let Some(upto) = upto {
             let started = Instant::now();
-            match purge(db, upto) {
+            // The marker covers `upto` already (`mark`).
+            match remove_range(db, (Bound::Unbounded, Bound::Included(be(upto.index)))) {
                 Ok(removed) => {
                     metrics.log_purge_seconds.observe(started.elapsed().as_secs_f64());
                     tracing::debug!(upto = upto.index, removed, "purged the log");
@@ -120,20 +121,12 @@ fn mark(db: &Db, upto: LogId) -> std::io::Result<Option<LogId>> {
             None => return Ok(None),
         }
     };
-    let marked: Option<LogId> = match db.raft_meta.get(KEY_LAST_PURGED).map_err(std::io::Error::other)? {
-        Some(bytes) => decode(&bytes, "last purged")?,
-        None => None,
-    };
+    let marked = last_purged(db)?;
     if marked.is_some_and(|p| p.index >= upto.index) {
         return Ok(None);
     }
     db.raft_meta.insert(KEY_LAST_PURGED, encode(&upto)).map_err(std::io::Error::other)?;
     Ok(Some(upto))
-}
-
-/// Removes the entries up to `upto` (marked already): answers how many went.
-fn purge(db: &Db, upto: LogId) -> std::io::Result<usize> {
-    remove_range(db, (Bound::Unbounded, Bound::Included(be(upto.index)))).map_err(std::io::Error::other)
 }
 
 /// Removes the log entries in `range` in chunks: answers how many.
@@ -170,10 +163,7 @@ pub fn close_gap_behind_snapshot(
     if applied.is_none_or(|a| a.index < snapshot.index) {
         return Ok(false);
     }
-    let marked: Option<LogId> = match db.raft_meta.get(KEY_LAST_PURGED).map_err(std::io::Error::other)? {
-        Some(bytes) => decode(&bytes, "last purged")?,
-        None => None,
-    };
+    let marked = last_purged(db)?;
     let from = marked.map_or(0, |m| m.index) + 1;
     if from > snapshot.index {
         return Ok(false);

@@ -81,16 +81,21 @@ fn observe_once(db: &Db) -> io::Result<Manifest> {
         None => None,
     };
     let last_entry = db.log.last().map_err(io::Error::other)?.map(|(key, _)| from_be(&key));
-    let purged: Option<LogId> = match db.raft_meta.get(KEY_LAST_PURGED).map_err(io::Error::other)? {
-        Some(bytes) => Some(decode(&bytes, "last purged")?),
-        None => None,
-    };
+    let purged = last_purged(db)?;
     Ok(Manifest {
         format: FORMAT,
         applied_index: applied.map(|l| l.index).unwrap_or(0),
         vote_term: vote.map(|v| v.leader_id.term).unwrap_or(0),
         log_index: last_entry.unwrap_or(0).max(purged.map(|l| l.index).unwrap_or(0)),
     })
+}
+
+/// The log's purge marker: entries up to it are gone (or going).
+pub fn last_purged(db: &Db) -> io::Result<Option<LogId>> {
+    match db.raft_meta.get(KEY_LAST_PURGED).map_err(io::Error::other)? {
+        Some(bytes) => Ok(Some(decode(&bytes, "last purged")?)),
+        None => Ok(None),
+    }
 }
 
 /// Checks the directory is of this build's format (before sled opens it).

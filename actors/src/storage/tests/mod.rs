@@ -384,16 +384,7 @@ fn a_directory_of_another_format_is_refused_with_its_version() {
 #[test]
 fn a_purge_never_passes_what_is_applied_or_in_a_published_snapshot() {
     let dir = TempDir::new().unwrap();
-    let stores = open(
-        dir.path(),
-        Default::default(),
-        Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
-    )
-    .unwrap();
-    let entries: Vec<Entry> = (1..=60).map(|i| entry(i, "", node(&format!("n{i}")))).collect();
-    for e in &entries {
-        stores.db.log.insert(super::be(e.log_id.index), super::encode(e)).unwrap();
-    }
+    let (stores, entries) = store_with_log(&dir, 60);
     stores.core.apply(entries[..10].to_vec()).unwrap();
     // A snapshot from the leader is being received.
     stores.db.set_receiving_snapshot(true);
@@ -415,9 +406,23 @@ fn a_purge_never_passes_what_is_applied_or_in_a_published_snapshot() {
     assert!(stores.db.log.get(super::be(56)).unwrap().is_some());
 }
 
+/// A fresh store whose log holds entries 1..=`count` (none applied).
+fn store_with_log(dir: &TempDir, count: u64) -> (super::Stores, Vec<Entry>) {
+    let stores = open(
+        dir.path(),
+        Default::default(),
+        Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
+    )
+    .unwrap();
+    let entries: Vec<Entry> = (1..=count).map(|i| entry(i, "", node(&format!("n{i}")))).collect();
+    for e in &entries {
+        stores.db.log.insert(super::be(e.log_id.index), super::encode(e)).unwrap();
+    }
+    (stores, entries)
+}
+
 fn stored_purge(stores: &super::Stores) -> Option<u64> {
-    let bytes = stores.db.raft_meta.get(super::manifest::KEY_LAST_PURGED).unwrap()?;
-    super::decode::<Option<crate::typ::LogId>>(&bytes, "last purged").unwrap().map(|l| l.index)
+    super::manifest::last_purged(&stores.db).unwrap().map(|l| l.index)
 }
 
 /// openraft 0.9 awaits `purge` on its core task, where it holds back every heartbeat, append and
@@ -425,16 +430,7 @@ fn stored_purge(stores: &super::Stores) -> Option<u64> {
 #[test]
 fn a_purge_marks_at_once_and_leaves_the_removal_without_waiting_for_a_flush() {
     let dir = TempDir::new().unwrap();
-    let stores = open(
-        dir.path(),
-        Default::default(),
-        Arc::new(StorageMetrics::register(&mut crate::metrics::registry())),
-    )
-    .unwrap();
-    let entries: Vec<Entry> = (1..=60).map(|i| entry(i, "", node(&format!("n{i}")))).collect();
-    for e in &entries {
-        stores.db.log.insert(super::be(e.log_id.index), super::encode(e)).unwrap();
-    }
+    let (stores, entries) = store_with_log(&dir, 60);
     stores.core.apply(entries[..50].to_vec()).unwrap();
     let (done, returned) = std::sync::mpsc::channel();
     {
