@@ -157,6 +157,15 @@ async fn snapshot(state: State) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Accepted().json(json!({ "snapshot": "triggered" })))
 }
 
+/// Clears a flag when dropped.
+struct ClearOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// The digest walks the whole state (seconds at a million atoms), off the apply lock and off
 /// the read pool; one at a time per node, and a second request meanwhile answers 429 at once
 /// instead of queueing behind it.
@@ -171,9 +180,10 @@ async fn digest(state: State) -> Result<HttpResponse, ApiError> {
             )
         });
     }
+    // Cleared however this ends, also if the request is dropped while the digest runs.
+    let _running = ClearOnDrop(state.digest_running.clone());
     let reader = state.reader.clone();
     let computed = tokio::task::spawn_blocking(move || reader.digest()).await;
-    state.digest_running.store(false, std::sync::atomic::Ordering::Release);
     let (index, digest) = computed.map_err(|e| {
         ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "digest_failed", e.to_string())
     })??;
