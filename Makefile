@@ -86,7 +86,9 @@ wordnet-deps:
 # then the figures at WordNet size.
 bench: deps wordnet-deps
 	$(CARGO) bench -j$(JOBS) -p cograft --bench storage
+	$(CARGO) bench -j$(JOBS) -p cograft --bench spreading
 	$(CARGO) build -j$(JOBS) --release -p cograft
+	./target/release/cograft bench spread --atoms 1m
 	./target/release/cograft bench
 	./target/release/cograft bench scale
 

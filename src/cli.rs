@@ -71,10 +71,54 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Recall by association: spread activation from sources and print what it reaches.
+    Spread {
+        #[command(flatten)]
+        args: SpreadArgs,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// `cograft spread`: the common fields of `POST /v1/spread` (README, "Recall").
+#[derive(Args)]
+struct SpreadArgs {
+    /// Source atom ids (comma-separated).
+    #[arg(long = "id", value_delimiter = ',')]
+    ids: Vec<u64>,
+    /// A source node as TYPE:NAME, e.g. ConceptNode:cat (repeat for several).
+    #[arg(long = "node")]
+    nodes: Vec<String>,
+    #[arg(long)]
+    max_hops: Option<u32>,
+    #[arg(long)]
+    decay: Option<f64>,
+    #[arg(long)]
+    threshold: Option<f64>,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    deadline_ms: Option<u64>,
+    /// Only links of these types carry activation (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    link_types: Vec<String>,
+    /// Also list what the threshold suppressed.
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// Spreading activation in-process over a seeded power-law hypergraph: index build and
+    /// bytes per atom, spread p50/p99, cost against a plain BFS, index update rate.
+    Spread {
+        /// Graph size: 1m (1M atoms, ~10M memberships) or 10k.
+        #[arg(long, default_value = "1m")]
+        atoms: String,
+        /// Spreads measured per source count.
+        #[arg(long, default_value_t = 2000)]
+        spreads: usize,
+    },
     /// Load WordNet 3.0 (~1.2M atoms) into a fresh 3-node cluster: load rate, disk and memory
     /// per atom, and how long writes and reads wait during a snapshot build and install.
     Scale {
@@ -218,6 +262,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let args = crate::bench::scale::ScaleArgs { dir, base_port, wordnet, attach, batch_ops };
             runtime()?.block_on(crate::bench::scale::run(args))
         }
+        Command::Bench { what: Some(BenchWhat::Spread { atoms, spreads }), .. } => {
+            crate::bench::spread::run(crate::bench::spread::SpreadArgs { atoms, spreads })
+        }
         Command::Bench { what: None, dir, base_port, nodes, writes, concurrency, concurrent_writes } => {
             let args =
                 crate::bench::BenchArgs { dir, base_port, nodes, writes, concurrency, concurrent_writes };
@@ -227,7 +274,43 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Atom { command, target } => {
             runtime()?.block_on(atom(command, Client::new(target.addr)?.in_space(target.space)))
         }
+        Command::Spread { args, target } => {
+            let body = spread_body(args)?;
+            let client = Client::new(target.addr)?.in_space(target.space);
+            print(&runtime()?.block_on(client.call(Method::POST, "/v1/spread", Some(&body)))?);
+            Ok(())
+        }
     }
+}
+
+fn spread_body(args: SpreadArgs) -> anyhow::Result<Value> {
+    let mut sources: Vec<Value> = args.ids.iter().map(|id| json!(id)).collect();
+    for node in &args.nodes {
+        let (atom_type, name) = node
+            .split_once(':')
+            .with_context(|| format!("--node {node:?} must be TYPE:NAME, e.g. ConceptNode:cat"))?;
+        sources.push(json!({ "type": atom_type, "name": name }));
+    }
+    if sources.is_empty() {
+        anyhow::bail!("give at least one source: --id ID or --node TYPE:NAME");
+    }
+    let mut body = serde_json::Map::new();
+    body.insert("sources".into(), Value::Array(sources));
+    let optional = [
+        ("max_hops", args.max_hops.map(|v| json!(v))),
+        ("decay", args.decay.map(|v| json!(v))),
+        ("threshold", args.threshold.map(|v| json!(v))),
+        ("top_k", args.top_k.map(|v| json!(v))),
+        ("deadline_ms", args.deadline_ms.map(|v| json!(v))),
+        ("link_types", (!args.link_types.is_empty()).then(|| json!(args.link_types))),
+        ("explain", args.explain.then_some(json!(true))),
+    ];
+    for (key, value) in optional {
+        if let Some(value) = value {
+            body.insert(key.into(), value);
+        }
+    }
+    Ok(Value::Object(body))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -24,6 +24,7 @@ pub struct Settings {
     pub raft: RaftConfig,
     pub api: ApiSettings,
     pub storage: StorageSettings,
+    pub spreading: SpreadingSettings,
     pub log: LogSettings,
 }
 
@@ -81,6 +82,16 @@ pub struct StorageSettings {
     pub observations_per_subject: u64,
     pub observation_max_age_ms: u64,
     pub maintenance_budget: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpreadingSettings {
+    pub workers: usize,
+    pub breaker_failures: u32,
+    pub breaker_open_ms: u64,
+    pub breaker_half_open_calls: u32,
+    pub breaker_successes: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -185,6 +196,18 @@ impl Settings {
         if self.storage.maintenance_budget == 0 {
             bail!("storage.maintenance_budget must be positive: deleted spaces and retention need it");
         }
+        let sp = &self.spreading;
+        for (key, v) in [
+            ("spreading.workers", sp.workers as u64),
+            ("spreading.breaker_failures", u64::from(sp.breaker_failures)),
+            ("spreading.breaker_open_ms", sp.breaker_open_ms),
+            ("spreading.breaker_half_open_calls", u64::from(sp.breaker_half_open_calls)),
+            ("spreading.breaker_successes", u64::from(sp.breaker_successes)),
+        ] {
+            if v == 0 {
+                bail!("{key} must be positive");
+            }
+        }
         if !matches!(self.log.format.as_str(), "pretty" | "json") {
             bail!("log.format must be \"pretty\" or \"json\", got {:?}", self.log.format);
         }
@@ -239,6 +262,16 @@ impl Settings {
                 observation_max_age_ms: self.storage.observation_max_age_ms,
                 budget: self.storage.maintenance_budget,
             },
+        }
+    }
+
+    pub fn spreading_breaker(&self) -> cograft_actors::resilience::BreakerConfig {
+        let sp = &self.spreading;
+        cograft_actors::resilience::BreakerConfig {
+            failure_threshold: sp.breaker_failures,
+            open_for: Duration::from_millis(sp.breaker_open_ms),
+            half_open_calls: sp.breaker_half_open_calls,
+            success_threshold: sp.breaker_successes,
         }
     }
 

@@ -81,6 +81,37 @@ pub fn sample_batches() -> Vec<Value> {
     vec![json!({ "ops": ops })]
 }
 
+/// Recall by association on a follower: what spreading activation from `cat` ranks highest
+/// (once the follower's index reflects the load).
+async fn spread_from_cat(follower: &str, loaded_at: u64) -> anyhow::Result<()> {
+    let node = crate::client::Client::new(vec![follower.to_string()])?;
+    let body = json!({ "sources": [{ "type": "ConceptNode", "name": "cat" }], "top_k": 30 });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        let reply = node.call(Method::POST, "/v1/spread", Some(&body)).await?;
+        if reply["applied_index"].as_u64().unwrap_or(0) >= loaded_at || Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stats = &reply["stats"];
+    println!(
+        "== spreading activation from 'cat' on follower {follower} (index at {}): {} atoms touched in {} us",
+        reply["applied_index"], stats["atoms_touched"], stats["elapsed_us"]
+    );
+    let nodes = reply["results"].as_array().into_iter().flatten().filter(|r| r["name"].is_string());
+    for r in nodes.take(8) {
+        println!(
+            "     {:<12} {:<14} activation {:.4}  hops {}",
+            r["name"].as_str().unwrap_or("?"),
+            r["type"].as_str().unwrap_or("?"),
+            r["activation"].as_f64().unwrap_or(0.0),
+            r["hops"]
+        );
+    }
+    Ok(())
+}
+
 /// Runs the demo end to end.
 pub async fn run(dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
     if dir.exists() {
@@ -97,11 +128,13 @@ pub async fn run(dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
     println!("== loading the sample knowledge graph through follower {follower} (forwarded to the leader)");
     let started = Instant::now();
     let mut atoms = 0;
+    let mut loaded_at = 0;
     for batch in sample_batches() {
         let answer = crate::client::Client::new(vec![follower.clone()])?
             .call(Method::POST, "/v1/batch", Some(&batch))
             .await?;
         atoms += answer["results"].as_array().map(Vec::len).unwrap_or(0);
+        loaded_at = loaded_at.max(answer["index"].as_u64().unwrap_or(0));
         println!(
             "   batch of {} ops committed at log index {}",
             batch["ops"].as_array().map(Vec::len).unwrap_or(0),
@@ -137,6 +170,8 @@ pub async fn run(dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
             }
         }
     }
+
+    spread_from_cat(&follower, loaded_at).await?;
 
     println!("== compare-and-set on a named value of 'cat'");
     let cat = client.call(Method::GET, "/v1/atoms?type=ConceptNode&name=cat", None).await?["atoms"][0]["id"]

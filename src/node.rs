@@ -17,6 +17,9 @@ use cograft_actors::metrics::{self, Exporter};
 use cograft_actors::raft::actor::{Shutdown, WatchMetrics};
 use cograft_actors::raft::metrics::RaftMetricsFamilies;
 use cograft_actors::raft::{PeerNetwork, RaftActor};
+use cograft_actors::resilience::{Breaker, BreakerMetrics};
+use cograft_actors::spreading::metrics::SpreadingMetrics;
+use cograft_actors::spreading::{follow, SharedIndex, SpreadingActor};
 use cograft_actors::storage::actor::StorageActor;
 use cograft_actors::storage::metrics::StorageMetrics;
 use cograft_actors::storage::reads::GraphReader;
@@ -37,6 +40,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let storage_metrics = Arc::new(StorageMetrics::register(&mut registry));
     let raft_metrics_families = Arc::new(RaftMetricsFamilies::register(&mut registry));
     let http_metrics = crate::api::metrics::HttpMetrics::register(&mut registry);
+    let spreading_metrics = SpreadingMetrics::register(&mut registry);
+    let breaker_metrics = BreakerMetrics::register(&mut registry);
     let exporter = Arc::new(Exporter::new(registry));
     let stores =
         cograft_actors::storage::open(&data_dir, settings.storage_options(), storage_metrics.clone())?;
@@ -61,6 +66,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .await?;
     let reader = GraphReader::new(stores.core.clone());
     let storage = StorageActor::start_pool(reader.clone(), settings.storage.read_threads);
+    // The spreading index follows the state machine from here on; spreads answer 503 until
+    // its first build from storage is done.
+    let spread_index = Arc::new(SharedIndex::default());
+    follow::start(reader.clone(), spread_index.clone(), spreading_metrics.clone())
+        .context("starting the spreading index thread")?;
+    let spreading = SpreadingActor::start_pool(
+        settings.spreading.workers,
+        spread_index,
+        reader.clone(),
+        Arc::new(Breaker::new("spreading", settings.spreading_breaker(), breaker_metrics)),
+        spreading_metrics,
+    );
     let raft_metrics = raft.send(WatchMetrics).await?;
     let serving = Arc::new(AtomicBool::new(true));
 
@@ -81,6 +98,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings: settings.clone(),
         raft: raft.clone(),
         storage,
+        spreading,
         exporter,
         http_metrics,
         storage_metrics,

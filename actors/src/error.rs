@@ -48,6 +48,9 @@ pub enum Error {
     /// Too much work is waiting; the client should retry shortly.
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// A component cannot serve right now (an index being built, a breaker open).
+    #[error("{what}")]
+    Unavailable { what: String, retry_after_s: u32 },
     #[error("timed out: {0}")]
     Timeout(String),
     #[error("the node is shutting down")]

@@ -1,7 +1,8 @@
 //! Fault hooks for tests, compiled in only with the `failpoints` feature (as sled's and TiKV's
 //! are). A test names the hooks to fire in `COGRAFT_FAILPOINTS` (comma-separated): `name` aborts
 //! the process on the spot, as a crash would; `name=sleep:SECS` stalls the thread that reached
-//! it for that long (an install at a million atoms). Without the feature `hit` is empty.
+//! it for that long (an install at a million atoms; fractions allowed). Without the feature
+//! `hit` is empty.
 
 /// The environment variable listing the hooks to fire.
 pub const ENV: &str = "COGRAFT_FAILPOINTS";
@@ -14,10 +15,11 @@ pub fn hit(name: &str) {
         if hook != name {
             continue;
         }
-        match action.strip_prefix("sleep:").and_then(|secs| secs.parse::<u64>().ok()) {
+        let secs = action.strip_prefix("sleep:").and_then(|secs| secs.parse::<f64>().ok());
+        match secs.filter(|s| s.is_finite() && *s >= 0.0) {
             Some(secs) => {
                 eprintln!("failpoint {name} fired: sleeping {secs} s");
-                std::thread::sleep(std::time::Duration::from_secs(secs));
+                std::thread::sleep(std::time::Duration::from_secs_f64(secs));
             }
             None => {
                 eprintln!("failpoint {name} fired: aborting");

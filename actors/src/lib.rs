@@ -1,7 +1,8 @@
 //! cograft-actors: everything that runs inside a cograft node. It owns the data model, the log
 //! payload (`Command`), the sled-backed Raft log and state machine with file snapshots, the Raft
-//! actor and its peer network, the metrics registry (each component registers its own
-//! families) and the node's health checks.
+//! actor and its peer network, spreading activation over an in-memory index of the graph, the
+//! resilience primitives (circuit breaker), the metrics registry (each component registers its
+//! own families) and the node's health checks.
 
 pub mod command;
 pub mod error;
@@ -10,6 +11,8 @@ pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod raft;
+pub mod resilience;
+pub mod spreading;
 pub mod storage;
 
 pub use error::{Error, Result};

@@ -123,6 +123,10 @@ impl From<Error> for ApiError {
             Error::Overloaded(_) => {
                 ApiError { retry_after_s: Some(1), ..status(StatusCode::SERVICE_UNAVAILABLE, "overloaded") }
             }
+            Error::Unavailable { retry_after_s, .. } => ApiError {
+                retry_after_s: Some(retry_after_s.max(1)),
+                ..status(StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            },
             Error::ShuttingDown => status(StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             Error::Peer { .. } => status(StatusCode::BAD_GATEWAY, "peer_error"),
             Error::Storage { .. } | Error::Corrupted { .. } | Error::Format { .. } => {

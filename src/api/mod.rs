@@ -33,6 +33,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub raft: Addr<RaftActor>,
     pub storage: Addr<StorageActor>,
+    /// Answers spreads over the in-memory index of the graph.
+    pub spreading: Addr<cograft_actors::spreading::SpreadingActor>,
     pub exporter: Arc<Exporter>,
     pub http_metrics: metrics::HttpMetrics,
     pub storage_metrics: Arc<StorageMetrics>,

@@ -13,6 +13,7 @@ use crate::client::Client;
 use crate::cluster;
 
 pub mod scale;
+pub mod spread;
 pub mod wordnet;
 
 pub struct BenchArgs {

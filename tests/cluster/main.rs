@@ -14,3 +14,4 @@ mod replication;
 mod semantics;
 mod snapshots;
 mod spaces;
+mod spreading;

@@ -37,6 +37,11 @@ pub struct SpaceChanges {
     pub added: BTreeSet<AtomId>,
     pub updated: BTreeSet<AtomId>,
     pub removed: BTreeSet<AtomId>,
+    /// The encoded atom record (`Table::Atoms` value) as the run left it, for every added or
+    /// updated atom whose record the run wrote (a change to named values alone leaves the
+    /// record as it was). A subscriber reads the state as of `index` from here, never from
+    /// storage, which apply may already have moved past.
+    pub records: BTreeMap<AtomId, Vec<u8>>,
 }
 
 /// Per space, what a run of entries changed.

@@ -34,6 +34,24 @@ impl GraphReader {
         self.core.read(|tables| read(&GraphView { tables, dir: &self.core.db.dir }))
     }
 
+    /// Every atom, in id order, as of the applied index it answers (from a point-in-time view,
+    /// so apply goes on; for building in-memory indexes).
+    pub fn scan_atoms(&self, mut each: impl FnMut(Atom)) -> Result<u64> {
+        let err = |e: std::io::Error| Error::Storage { dir: self.core.db.dir.clone(), cause: e.to_string() };
+        self.core
+            .scan_atoms(|bytes| {
+                each(decode(bytes, "atom")?);
+                Ok(())
+            })
+            .map_err(err)
+    }
+
+    /// Subscribes to what apply and installs announce (subscribe before a scan, so nothing
+    /// between the two is missed).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<super::StateEvent> {
+        self.core.subscribe()
+    }
+
     /// The digest, from a point-in-time view (it does not hold the read gate: see `whole_state`).
     pub fn digest(&self) -> Result<(u64, String)> {
         self.core.digest().map_err(|e| Error::Storage { dir: self.core.db.dir.clone(), cause: e.to_string() })

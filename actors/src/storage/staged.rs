@@ -174,7 +174,14 @@ impl<'a> Staged<'a> {
     /// apply lock, which open views rely on), and answers the atom changes it made.
     pub fn commit(mut self, views: &Views) -> sled::Result<Changes> {
         self.keep();
-        let changes = Changes::from_log(std::mem::take(&mut self.base.changes));
+        let mut changes = Changes::from_log(std::mem::take(&mut self.base.changes));
+        for space in changes.spaces.values_mut() {
+            for id in space.added.iter().chain(&space.updated) {
+                if let Some(Some(record)) = self.base.writes.get(&(Table::Atoms, super::be(*id).to_vec())) {
+                    space.records.insert(*id, record.clone());
+                }
+            }
+        }
         if self.base.writes.is_empty() {
             return Ok(changes);
         }

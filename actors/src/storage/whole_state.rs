@@ -109,6 +109,15 @@ impl StateMachineCore {
         Ok(())
     }
 
+    /// Hands `atom` every atom record as of the applied index it answers, from a view: apply
+    /// goes on meanwhile. (It takes no snapshot lock: an install that switches the trees during
+    /// the walk announces itself, and whoever built from this rebuilds.)
+    pub fn scan_atoms(&self, mut atom: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<u64> {
+        let (view, applied, _) = self.open_view()?;
+        view.scan(Table::Atoms, |_, value| atom(value))?;
+        Ok(applied.map(|l| l.index).unwrap_or(0))
+    }
+
     /// A hash of every data table with the applied index it reflects (equal on all replicas at
     /// the same index), from a view: apply goes on while it is computed. Bookkeeping (clock,
     /// idempotency table) is left out.

@@ -1,5 +1,6 @@
 //! The client API under `/v1`: the hypergraph (`atoms`), agent sessions and observations
-//! (`agents`), memory spaces (`spaces`), and the request bodies (`body`). Every route works in
+//! (`agents`), memory spaces (`spaces`), recall by association (`spread`), and the request
+//! bodies (`body`). Every route works in
 //! one memory space, named by `?space=` or the `X-Cograft-Space` header (never a body field;
 //! both given and different is a 400; default `default`). Writes become one `Proposal` each;
 //! reads pass a linearizable barrier unless `?consistency=stale`. Lists page with `?after=`.
@@ -8,6 +9,7 @@ mod agents;
 mod atoms;
 pub mod body;
 mod spaces;
+mod spread;
 
 use std::sync::atomic::Ordering;
 
@@ -80,7 +82,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .configure(atoms::configure)
             .configure(agents::configure)
-            .configure(spaces::configure),
+            .configure(spaces::configure)
+            .configure(spread::configure),
     );
 }
 
