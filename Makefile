@@ -3,7 +3,7 @@ CARGO ?= cargo
 JOBS ?= 2
 BIN := target/debug/cograft
 
-.PHONY: all deps chaos-deps strace-deps wordnet-deps build demo test lint unit cluster-tests chaos-smoke durability-audit chaos bench clean-demo
+.PHONY: all deps chaos-deps strace-deps prometheus-deps rules wordnet-deps build demo test lint unit cluster-tests chaos-smoke durability-audit chaos bench clean-demo
 
 all: build
 
@@ -57,7 +57,20 @@ durability-audit: deps strace-deps
 	./target/debug/cograft-chaos durability --bin target/debug/cograft --strace "$$(command -v strace)" \
 		--report target/chaos/durability.json
 
-test: lint unit cluster-tests durability-audit chaos-smoke
+# Debian's prometheus, for promtool.
+prometheus-deps:
+	@command -v promtool >/dev/null 2>&1 || { \
+		echo "installing prometheus (promtool checks the alert rules)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
+
+# The scrape config and alert rules are valid, and each alert fires on the series that should
+# raise it and on no others (configs/prometheus/tests).
+rules: prometheus-deps
+	promtool check config configs/prometheus/prometheus.yml
+	promtool check rules configs/prometheus/alerts/*.yml
+	cd configs/prometheus && promtool test rules tests/*.yml
+
+test: lint rules unit cluster-tests durability-audit chaos-smoke
 
 # etcd 3.4 from Debian for the control run.
 chaos-deps:

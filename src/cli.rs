@@ -210,6 +210,8 @@ enum AdminCommand {
     Snapshot,
     /// Hash of the state machine with the applied index it reflects.
     Digest,
+    /// Every health check's last verdict (the components' too), from the health monitor.
+    Health,
 }
 
 #[derive(Subcommand)]
@@ -397,6 +399,7 @@ async fn admin(command: AdminCommand, client: Client) -> anyhow::Result<()> {
         AdminCommand::Status => client.call(Method::GET, "/admin/status", None).await?,
         AdminCommand::Snapshot => client.call(Method::POST, "/admin/snapshot", None).await?,
         AdminCommand::Digest => client.call(Method::GET, "/admin/digest", None).await?,
+        AdminCommand::Health => client.call(Method::GET, "/admin/health", None).await?,
     };
     print(&answer);
     Ok(())

@@ -25,6 +25,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub storage: StorageSettings,
     pub spreading: SpreadingSettings,
+    pub health: HealthSettings,
     pub log: LogSettings,
 }
 
@@ -92,6 +93,15 @@ pub struct SpreadingSettings {
     pub breaker_open_ms: u64,
     pub breaker_half_open_calls: u32,
     pub breaker_successes: u32,
+    pub probe_max_ms: u64,
+    pub index_stall_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    pub interval_ms: u64,
+    pub check_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -203,6 +213,10 @@ impl Settings {
             ("spreading.breaker_open_ms", sp.breaker_open_ms),
             ("spreading.breaker_half_open_calls", u64::from(sp.breaker_half_open_calls)),
             ("spreading.breaker_successes", u64::from(sp.breaker_successes)),
+            ("spreading.probe_max_ms", sp.probe_max_ms),
+            ("spreading.index_stall_ms", sp.index_stall_ms),
+            ("health.interval_ms", self.health.interval_ms),
+            ("health.check_timeout_ms", self.health.check_timeout_ms),
         ] {
             if v == 0 {
                 bail!("{key} must be positive");
@@ -272,6 +286,13 @@ impl Settings {
             open_for: Duration::from_millis(sp.breaker_open_ms),
             half_open_calls: sp.breaker_half_open_calls,
             success_threshold: sp.breaker_successes,
+        }
+    }
+
+    pub fn spreading_probe(&self) -> cograft_actors::spreading::probe::ProbeLimits {
+        cograft_actors::spreading::probe::ProbeLimits {
+            probe_max: Duration::from_millis(self.spreading.probe_max_ms),
+            index_stall: Duration::from_millis(self.spreading.index_stall_ms),
         }
     }
 

@@ -6,19 +6,22 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Actor;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use cograft_actors::health::metrics::HealthMetrics;
 use cograft_actors::health::node_checks::{
     AppliedCaughtUp, LeaderKnown, RaftAlive, Serving, StorageAlive, StorageWritable,
 };
-use cograft_actors::health::HealthChecks;
+use cograft_actors::health::{HealthChecks, HealthMonitor};
 use cograft_actors::metrics::{self, Exporter};
 use cograft_actors::raft::actor::{Shutdown, WatchMetrics};
 use cograft_actors::raft::metrics::RaftMetricsFamilies;
 use cograft_actors::raft::{PeerNetwork, RaftActor};
 use cograft_actors::resilience::{Breaker, BreakerMetrics};
 use cograft_actors::spreading::metrics::SpreadingMetrics;
+use cograft_actors::spreading::probe::SpreadingHealth;
 use cograft_actors::spreading::{follow, SharedIndex, SpreadingActor};
 use cograft_actors::storage::actor::StorageActor;
 use cograft_actors::storage::metrics::StorageMetrics;
@@ -42,6 +45,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let http_metrics = crate::api::metrics::HttpMetrics::register(&mut registry);
     let spreading_metrics = SpreadingMetrics::register(&mut registry);
     let breaker_metrics = BreakerMetrics::register(&mut registry);
+    let health_metrics = HealthMetrics::register(&mut registry);
     let exporter = Arc::new(Exporter::new(registry));
     let stores =
         cograft_actors::storage::open(&data_dir, settings.storage_options(), storage_metrics.clone())?;
@@ -73,7 +77,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("starting the spreading index thread")?;
     let spreading = SpreadingActor::start_pool(
         settings.spreading.workers,
-        spread_index,
+        spread_index.clone(),
         reader.clone(),
         Arc::new(Breaker::new("spreading", settings.spreading_breaker(), breaker_metrics)),
         spreading_metrics,
@@ -92,6 +96,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         committed: committed.clone(),
         max_lag: settings.api.ready_max_lag,
     }));
+    health.register(Arc::new(SpreadingHealth::new(
+        spreading.clone(),
+        spread_index,
+        raft_metrics.clone(),
+        settings.spreading_probe(),
+    )));
+    let health_monitor = HealthMonitor::new(
+        health.clone(),
+        Duration::from_millis(settings.health.interval_ms),
+        Duration::from_millis(settings.health.check_timeout_ms),
+        health_metrics,
+    )
+    .start();
 
     let state = web::Data::new(AppState {
         node_id: settings.node.id,
@@ -103,6 +120,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         http_metrics,
         storage_metrics,
         health,
+        health_monitor,
         serving: serving.clone(),
         db: stores.db.clone(),
         reader,

@@ -1,8 +1,10 @@
-//! `/admin`: cluster management (init, membership, status, snapshot, digest, effective config).
+//! `/admin`: cluster management (init, membership, status, snapshot, digest, effective config)
+//! and the health report.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use actix_web::{web, HttpResponse};
+use cograft_actors::health::{GetReport, HealthReport};
 use cograft_actors::raft::actor::{AddLearner, ChangeMembership, GetStatus, Initialize, TriggerSnapshot};
 use cograft_actors::typ::Node;
 use openraft::ChangeMembers;
@@ -22,7 +24,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/status", web::get().to(status))
             .route("/snapshot", web::post().to(snapshot))
             .route("/digest", web::get().to(digest))
-            .route("/config", web::get().to(config)),
+            .route("/config", web::get().to(config))
+            .route("/health", web::get().to(health)),
     );
 }
 
@@ -193,4 +196,17 @@ async fn digest(state: State) -> Result<HttpResponse, ApiError> {
 /// The effective configuration, secrets redacted.
 async fn config(state: State) -> HttpResponse {
     HttpResponse::Ok().content_type("application/toml").body(state.settings.to_toml(false))
+}
+
+/// The health monitor's last run: every check (the components' too) with its status, detail
+/// and since when it holds. Always 200: the report's `status` says how the node is.
+async fn health(state: State) -> Result<HttpResponse, ApiError> {
+    #[derive(serde::Serialize)]
+    struct Body {
+        node_id: u64,
+        #[serde(flatten)]
+        report: HealthReport,
+    }
+    let report = state.health_monitor.send(GetReport).await?;
+    Ok(HttpResponse::Ok().json(Body { node_id: state.node_id, report }))
 }

@@ -39,6 +39,8 @@ pub struct AppState {
     pub http_metrics: metrics::HttpMetrics,
     pub storage_metrics: Arc<StorageMetrics>,
     pub health: HealthChecks,
+    /// Runs every check on an interval; `/admin/health` answers from it.
+    pub health_monitor: Addr<cograft_actors::health::HealthMonitor>,
     /// Cleared when shutdown begins: /readyz fails and new writes are refused.
     pub serving: Arc<AtomicBool>,
     /// sled, for the readiness write probe.

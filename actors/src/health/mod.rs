@@ -1,7 +1,11 @@
-//! The node's observability: the one metrics Registry (`metrics`) and the health-check interface
-//! that components register into (`check`).
+//! The node's health: the check interface that components implement and register into
+//! (`check`), the checks every node has (`node_checks`), and the monitor actor that runs them
+//! all on an interval and exports their verdicts (`monitor`, `metrics`).
 
 pub mod check;
+pub mod metrics;
+pub mod monitor;
 pub mod node_checks;
 
-pub use check::{Check, CheckReport, HealthChecks, Probe};
+pub use check::{Check, CheckReport, Health, HealthChecks, Probe};
+pub use monitor::{GetReport, HealthMonitor, HealthReport};

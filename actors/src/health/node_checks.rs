@@ -8,7 +8,7 @@ use actix::Addr;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
-use super::check::{Check, Probe};
+use super::check::{Check, Health, Probe};
 use crate::raft::actor::GetStatus;
 use crate::raft::RaftActor;
 use crate::storage::actor::{Query, StorageActor};
@@ -25,8 +25,8 @@ impl Check for RaftAlive {
     fn probe(&self) -> Probe {
         Probe::Liveness
     }
-    fn run(&self) -> BoxFuture<'_, Result<String, String>> {
-        Box::pin(async move {
+    fn run(&self) -> BoxFuture<'_, Health> {
+        verdict(async move {
             let s = self.0.send(GetStatus).await.map_err(|e| e.to_string())?;
             Ok(format!("{} in term {}", s.role, s.term))
         })
@@ -43,8 +43,8 @@ impl Check for StorageAlive {
     fn probe(&self) -> Probe {
         Probe::Liveness
     }
-    fn run(&self) -> BoxFuture<'_, Result<String, String>> {
-        Box::pin(async move {
+    fn run(&self) -> BoxFuture<'_, Health> {
+        verdict(async move {
             let index = self.0.send(Query::new(|r| r.applied_index())).await.map_err(|e| e.to_string())?;
             index.map(|i| format!("applied index {i}")).map_err(|e| e.to_string())
         })
@@ -61,9 +61,9 @@ impl Check for Serving {
     fn probe(&self) -> Probe {
         Probe::Readiness
     }
-    fn run(&self) -> BoxFuture<'_, Result<String, String>> {
+    fn run(&self) -> BoxFuture<'_, Health> {
         let serving = self.0.load(Ordering::Relaxed);
-        Box::pin(async move {
+        verdict(async move {
             if serving {
                 Ok("accepting requests".into())
             } else {
@@ -83,9 +83,9 @@ impl Check for LeaderKnown {
     fn probe(&self) -> Probe {
         Probe::Readiness
     }
-    fn run(&self) -> BoxFuture<'_, Result<String, String>> {
+    fn run(&self) -> BoxFuture<'_, Health> {
         let leader = self.0.borrow().current_leader;
-        Box::pin(async move {
+        verdict(async move {
             leader.map(|l| format!("leader is node {l}")).ok_or_else(|| "no leader known".into())
         })
     }
@@ -101,9 +101,9 @@ impl Check for StorageWritable {
     fn probe(&self) -> Probe {
         Probe::Readiness
     }
-    fn run(&self) -> BoxFuture<'_, Result<String, String>> {
+    fn run(&self) -> BoxFuture<'_, Health> {
         let db = self.0.clone();
-        Box::pin(async move {
+        verdict(async move {
             tokio::task::spawn_blocking(move || {
                 db.sled.insert("readiness_probe", &crate::now_ms().to_be_bytes()[..])
             })
@@ -129,12 +129,12 @@ impl Check for AppliedCaughtUp {
     fn probe(&self) -> Probe {
         Probe::Readiness
     }
-    fn run(&self) -> BoxFuture<'_, Result<String, String>> {
+    fn run(&self) -> BoxFuture<'_, Health> {
         let applied = self.metrics.borrow().last_applied.map(|l| l.index).unwrap_or(0);
         let committed = self.committed.load(Ordering::Relaxed);
         let lag = committed.saturating_sub(applied);
         let max = self.max_lag;
-        Box::pin(async move {
+        verdict(async move {
             let detail = format!("applied {applied}, committed {committed}, lag {lag} (max {max})");
             if lag <= max {
                 Ok(detail)
@@ -143,4 +143,11 @@ impl Check for AppliedCaughtUp {
             }
         })
     }
+}
+
+/// Healthy or Unhealthy from a check that knows no middle ground.
+fn verdict<'a>(
+    check: impl std::future::Future<Output = Result<String, String>> + Send + 'a,
+) -> BoxFuture<'a, Health> {
+    Box::pin(async move { Health::from_result(check.await) })
 }

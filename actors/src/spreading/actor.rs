@@ -1,9 +1,10 @@
 //! SpreadingActor: answers spreads on a `SyncArbiter` pool of its own (never a Raft or HTTP
-//! thread), each thread with its own working memory. Accepts [`RunSpread`]. A spread checks its
-//! parameters, passes the spreading breaker (opened by repeated deadline overruns or errors),
-//! resolves its sources in the space's index (nodes by type and name through storage), walks
-//! the index under its read lock, then reads the names of what it returns. The index is kept by
-//! [`follow`](super::follow); the reply says which applied index it reflects.
+//! thread), each thread with its own working memory. Accepts [`RunSpread`] and the health
+//! check's [`ProbeSpread`]. A spread checks its parameters, passes the spreading breaker (opened
+//! by repeated deadline overruns or errors), resolves its sources in the space's index (nodes by
+//! type and name through storage), walks the index under its read lock, then reads the names of
+//! what it returns. The index is kept by [`follow`](super::follow); the reply says which applied
+//! index it reflects.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use super::follow::SharedIndex;
 use super::index::{Dense, SpaceIndex};
 use super::metrics::SpreadingMetrics;
 use super::params::{Parameters, SourceRef, SpreadRequest};
+use super::probe::{self, ProbeSpread};
 use crate::error::{Error, Result};
 use crate::model::AtomId;
 use crate::resilience::Breaker;
@@ -88,6 +90,8 @@ pub struct SpreadingActor {
     breaker: Arc<Breaker>,
     metrics: SpreadingMetrics,
     scratch: Scratch,
+    /// The health probe's built-in graph.
+    probe_graph: SpaceIndex,
 }
 
 impl SpreadingActor {
@@ -105,6 +109,7 @@ impl SpreadingActor {
             breaker: breaker.clone(),
             metrics: metrics.clone(),
             scratch: Scratch::default(),
+            probe_graph: probe::probe_graph(),
         })
     }
 
@@ -320,5 +325,16 @@ impl Handler<RunSpread> for SpreadingActor {
             Err(_) => self.metrics.outcome("error"),
         }
         reply
+    }
+}
+
+impl Handler<ProbeSpread> for SpreadingActor {
+    type Result = Result<(), String>;
+
+    /// The health probe: the built-in graph's spread, through the same fault hook as a
+    /// request's walk; neither the breaker nor the request metrics see it.
+    fn handle(&mut self, _: ProbeSpread, _: &mut SyncContext<Self>) -> Result<(), String> {
+        crate::failpoint::hit("spread_walk");
+        probe::verify(&probe::run_probe(&self.probe_graph, &mut self.scratch))
     }
 }

@@ -104,6 +104,8 @@ fn fold(
     index: u64,
     changes: &crate::storage::events::Changes,
 ) -> Result<(), String> {
+    // An index that stops following, for the health check's tests.
+    crate::failpoint::hit("spreading_index_follow");
     let compact = {
         let mut graph = shared.write();
         let Some(graph) = graph.as_mut() else { return Err("no index yet".into()) };

@@ -2,7 +2,7 @@
 //! in-memory incidence index (`index`, one per space, and `indexes`, all of them at one applied
 //! index), the thread that keeps it current from the state machine's announcements (`follow`),
 //! the pure algorithm (`activation`), the request's parameters and their checks (`params`), the
-//! actor pool that answers spreads (`actor`) and its metrics.
+//! actor pool that answers spreads (`actor`), its metrics, and its health check (`probe`).
 
 pub mod activation;
 pub mod actor;
@@ -11,6 +11,7 @@ pub mod index;
 pub mod indexes;
 pub mod metrics;
 pub mod params;
+pub mod probe;
 pub mod synthetic;
 
 pub use actor::{RunSpread, SpreadReply, SpreadingActor};
