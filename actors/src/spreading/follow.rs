@@ -12,6 +12,9 @@ use super::metrics::SpreadingMetrics;
 use crate::storage::events::{ChangeFeed, Feed};
 use crate::storage::reads::GraphReader;
 
+/// How often folding re-sums the index's memory for its gauge.
+const SIZE_EVERY: Duration = Duration::from_secs(1);
+
 /// The index spreads read, `None` until the first build finished.
 #[derive(Default)]
 pub struct SharedIndex {
@@ -41,7 +44,7 @@ pub fn start(
 }
 
 fn follow(reader: GraphReader, shared: Arc<SharedIndex>, metrics: SpreadingMetrics) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "the spreading index cannot wait for announcements; spreads stay unavailable");
@@ -77,10 +80,23 @@ fn follow(reader: GraphReader, shared: Arc<SharedIndex>, metrics: SpreadingMetri
         publish(&metrics, &index);
         *shared.write() = Some(index);
         let mut feed = ChangeFeed::new(rx, at);
+        // When the index's memory was last summed, and whether folds changed it since.
+        let mut sized = Instant::now();
+        let mut unsized_folds = false;
         loop {
-            match runtime.block_on(feed.next()) {
+            // Waiting is cancel-safe (the feed moves only on a received event): an idle second
+            // sums the memory the last folds left unsummed.
+            let Ok(next) = runtime.block_on(async { tokio::time::timeout(SIZE_EVERY, feed.next()).await })
+            else {
+                if std::mem::take(&mut unsized_folds) {
+                    size(&shared, &metrics, &mut sized);
+                }
+                continue;
+            };
+            match next {
                 Feed::Changes { index, changes } => {
-                    if let Err(reason) = fold(&shared, &metrics, index, &changes) {
+                    unsized_folds = true;
+                    if let Err(reason) = fold(&shared, &metrics, index, &changes, &mut sized) {
                         tracing::warn!(%reason, "the spreading index cannot follow an announcement; rebuilding");
                         break;
                     }
@@ -103,6 +119,7 @@ fn fold(
     metrics: &SpreadingMetrics,
     index: u64,
     changes: &crate::storage::events::Changes,
+    sized: &mut Instant,
 ) -> Result<(), String> {
     // An index that stops following, for the health check's tests.
     crate::failpoint::hit("spreading_index_follow");
@@ -127,12 +144,20 @@ fn fold(
     if let Some(graph) = shared.read().as_ref() {
         metrics.index_atoms.set(graph.atoms() as i64);
         metrics.index_applied_index.set(graph.at() as i64);
-        // Summing the side lists costs their length: now and then, and after a compaction.
-        if compacted_any || metrics.index_updates.get() % 256 == 0 {
-            metrics.index_memory_bytes.set(graph.memory_bytes() as i64);
-        }
+    }
+    // Summing the side lists costs their length: at most once a second under writes (and when
+    // they pause), and after a compaction.
+    if compacted_any || sized.elapsed() >= SIZE_EVERY {
+        size(shared, metrics, sized);
     }
     Ok(())
+}
+
+fn size(shared: &SharedIndex, metrics: &SpreadingMetrics, sized: &mut Instant) {
+    if let Some(graph) = shared.read().as_ref() {
+        metrics.index_memory_bytes.set(graph.memory_bytes() as i64);
+    }
+    *sized = Instant::now();
 }
 
 fn publish(metrics: &SpreadingMetrics, graph: &GraphIndex) {
