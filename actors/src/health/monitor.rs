@@ -82,42 +82,29 @@ impl HealthMonitor {
     }
 
     fn record(&mut self, reports: Vec<CheckReport>, now_ms: u64) {
-        for report in reports {
-            let label = CheckLabel { check: report.name.clone() };
-            self.metrics.check_status.get_or_create(&label).set(i64::from(report.health.level()));
-            match self.states.get_mut(&report.name) {
-                Some(state) if state.health.level() == report.health.level() => {
-                    state.runs += 1;
-                    state.health = report.health;
-                }
-                Some(state) => {
-                    if report.health.level() > state.health.level() {
-                        tracing::warn!(check = %report.name, status = report.health.status(), detail = report.health.detail(), "health check got worse");
-                    } else {
-                        tracing::info!(check = %report.name, status = report.health.status(), detail = report.health.detail(), "health check recovered");
-                    }
-                    *state = CheckState {
-                        name: report.name,
-                        probe: report.probe,
-                        health: report.health,
-                        since_ms: now_ms,
-                        runs: 1,
-                    };
-                }
-                None => {
-                    if report.health.level() > 0 {
-                        tracing::warn!(check = %report.name, status = report.health.status(), detail = report.health.detail(), "health check is not healthy");
-                    }
-                    let state = CheckState {
-                        name: report.name.clone(),
-                        probe: report.probe,
-                        health: report.health,
-                        since_ms: now_ms,
-                        runs: 1,
-                    };
-                    self.states.insert(report.name, state);
-                }
+        for CheckReport { name, probe, health, .. } in reports {
+            let level = health.level();
+            let label = CheckLabel { check: name.clone() };
+            self.metrics.check_status.get_or_create(&label).set(i64::from(level));
+            let before = self.states.get(&name).map(|s| s.health.level());
+            if let Some(state) = self.states.get_mut(&name).filter(|_| before == Some(level)) {
+                state.runs += 1;
+                state.health = health;
+                continue;
             }
+            let (status, detail) = (health.status(), health.detail());
+            match before {
+                Some(b) if level < b => {
+                    tracing::info!(check = %name, status, detail, "health check recovered")
+                }
+                Some(_) => tracing::warn!(check = %name, status, detail, "health check got worse"),
+                None if level > 0 => {
+                    tracing::warn!(check = %name, status, detail, "health check is not healthy")
+                }
+                None => {}
+            }
+            let state = CheckState { name: name.clone(), probe, health, since_ms: now_ms, runs: 1 };
+            self.states.insert(name, state);
         }
         self.checked_ms = now_ms;
         self.metrics.status.set(i64::from(self.worst()));

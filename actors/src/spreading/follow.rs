@@ -12,7 +12,7 @@ use super::metrics::SpreadingMetrics;
 use crate::storage::events::{ChangeFeed, Feed};
 use crate::storage::reads::GraphReader;
 
-/// How often folding re-sums the index's memory for its gauge.
+/// How often the index's memory is re-summed for its gauge while folds change it.
 const SIZE_EVERY: Duration = Duration::from_secs(1);
 
 /// The index spreads read, `None` until the first build finished.
@@ -84,8 +84,9 @@ fn follow(reader: GraphReader, shared: Arc<SharedIndex>, metrics: SpreadingMetri
         let mut sized = Instant::now();
         let mut unsized_folds = false;
         loop {
-            // Waiting is cancel-safe (the feed moves only on a received event): an idle second
-            // sums the memory the last folds left unsummed.
+            // Waiting is cancel-safe (the feed moves only on a received event). Summing the
+            // side lists costs their length: at most once a second under writes, and after an
+            // idle second for what the last folds left unsummed.
             let Ok(next) = runtime.block_on(async { tokio::time::timeout(SIZE_EVERY, feed.next()).await })
             else {
                 if std::mem::take(&mut unsized_folds) {
@@ -95,10 +96,13 @@ fn follow(reader: GraphReader, shared: Arc<SharedIndex>, metrics: SpreadingMetri
             };
             match next {
                 Feed::Changes { index, changes } => {
-                    unsized_folds = true;
-                    if let Err(reason) = fold(&shared, &metrics, index, &changes, &mut sized) {
+                    if let Err(reason) = fold(&shared, &metrics, index, &changes) {
                         tracing::warn!(%reason, "the spreading index cannot follow an announcement; rebuilding");
                         break;
+                    }
+                    unsized_folds = sized.elapsed() < SIZE_EVERY;
+                    if !unsized_folds {
+                        size(&shared, &metrics, &mut sized);
                     }
                 }
                 Feed::Rebuild { reason } => {
@@ -119,7 +123,6 @@ fn fold(
     metrics: &SpreadingMetrics,
     index: u64,
     changes: &crate::storage::events::Changes,
-    sized: &mut Instant,
 ) -> Result<(), String> {
     // An index that stops following, for the health check's tests.
     crate::failpoint::hit("spreading_index_follow");
@@ -144,11 +147,9 @@ fn fold(
     if let Some(graph) = shared.read().as_ref() {
         metrics.index_atoms.set(graph.atoms() as i64);
         metrics.index_applied_index.set(graph.at() as i64);
-    }
-    // Summing the side lists costs their length: at most once a second under writes (and when
-    // they pause), and after a compaction.
-    if compacted_any || sized.elapsed() >= SIZE_EVERY {
-        size(shared, metrics, sized);
+        if compacted_any {
+            metrics.index_memory_bytes.set(graph.memory_bytes() as i64);
+        }
     }
     Ok(())
 }
