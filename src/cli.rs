@@ -260,6 +260,19 @@ enum AtomCommand {
         #[arg(long)]
         name: String,
     },
+    /// Add to an atom's attention (STI, and LTI); negative values take it away.
+    Stimulate {
+        id: u64,
+        #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+        sti: f64,
+        #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+        lti: f64,
+    },
+    /// The attentional focus: the atoms with the most STI, at or above the focus boundary.
+    Focus {
+        #[arg(long, default_value_t = 10)]
+        top_k: usize,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -439,6 +452,13 @@ async fn atom(command: AtomCommand, client: Client) -> anyhow::Result<()> {
             client.call(Method::POST, "/v1/links", Some(&body)).await?
         }
         AtomCommand::Get { id } => client.call(Method::GET, &format!("/v1/atoms/{id}"), None).await?,
+        AtomCommand::Stimulate { id, sti, lti } => {
+            let body = json!({ "sti": sti, "lti": lti });
+            client.call(Method::POST, &format!("/v1/atoms/{id}/stimulate"), Some(&body)).await?
+        }
+        AtomCommand::Focus { top_k } => {
+            client.call(Method::GET, &format!("/v1/attention/focus?top_k={top_k}"), None).await?
+        }
         AtomCommand::Find { atom_type, name } => {
             let url = reqwest::Url::parse_with_params(
                 "http://node/v1/atoms",

@@ -25,6 +25,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub storage: StorageSettings,
     pub spreading: SpreadingSettings,
+    pub attention: AttentionSettings,
     pub health: HealthSettings,
     pub log: LogSettings,
 }
@@ -95,6 +96,20 @@ pub struct SpreadingSettings {
     pub breaker_successes: u32,
     pub probe_max_ms: u64,
     pub index_stall_ms: u64,
+}
+
+/// `[attention]`: the ECAN step the leader proposes (its numbers travel inside the command).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttentionSettings {
+    pub interval_ms: u64,
+    pub budget: u64,
+    pub diffusion: f64,
+    pub sti_rent: f64,
+    pub lti_rent: f64,
+    pub lti_wage: f64,
+    pub focus_boundary: f64,
+    pub floor: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -222,6 +237,7 @@ impl Settings {
                 bail!("{key} must be positive");
             }
         }
+        self.attention_step().validate().map_err(|e| anyhow::anyhow!("attention.{e}"))?;
         if !matches!(self.log.format.as_str(), "pretty" | "json") {
             bail!("log.format must be \"pretty\" or \"json\", got {:?}", self.log.format);
         }
@@ -296,6 +312,20 @@ impl Settings {
         }
     }
 
+    /// The ECAN step the leader proposes every `attention.interval_ms`.
+    pub fn attention_step(&self) -> cograft_actors::command::AttentionStep {
+        let a = &self.attention;
+        cograft_actors::command::AttentionStep {
+            budget: a.budget,
+            diffusion: a.diffusion,
+            sti_rent: a.sti_rent,
+            lti_rent: a.lti_rent,
+            lti_wage: a.lti_wage,
+            focus_boundary: a.focus_boundary,
+            floor: a.floor,
+        }
+    }
+
     pub fn storage_options(&self) -> cograft_actors::storage::StorageOptions {
         cograft_actors::storage::StorageOptions { cache_capacity_bytes: self.storage.cache_capacity_bytes }
     }
@@ -322,12 +352,22 @@ mod tests {
     }
 
     #[test]
+    fn the_attention_defaults_are_the_steps_defaults() {
+        // Focus reads use AttentionStep::default() until the first step has run.
+        let s = Settings::load(None, &Overrides::default()).unwrap();
+        assert_eq!(s.attention_step(), cograft_actors::command::AttentionStep::default());
+    }
+
+    #[test]
     fn invalid_values_name_their_key() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "[raft]\nelection_timeout_max_ms = 100\n").unwrap();
         let err = Settings::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
         assert!(err.contains("raft.election_timeout_max_ms"), "{err}");
+        std::fs::write(&file, "[attention]\nsti_rent = 1.5\n").unwrap();
+        let err = Settings::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("attention.sti_rent"), "{err}");
         std::fs::write(&file, "[raft]\nheartbeat = 1\n").unwrap();
         let err = Settings::load(Some(&file), &Overrides::default()).unwrap_err().to_string();
         assert!(err.contains("heartbeat"), "{err}");

@@ -10,6 +10,8 @@ use actix::Actor;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use cograft_actors::attention::metrics::AttentionMetrics;
+use cograft_actors::attention::AttentionScheduler;
 use cograft_actors::health::metrics::HealthMetrics;
 use cograft_actors::health::node_checks::{
     AppliedCaughtUp, LeaderKnown, RaftAlive, Serving, StorageAlive, StorageWritable,
@@ -46,6 +48,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let spreading_metrics = SpreadingMetrics::register(&mut registry);
     let breaker_metrics = BreakerMetrics::register(&mut registry);
     let health_metrics = HealthMetrics::register(&mut registry);
+    let attention_metrics = AttentionMetrics::register(&mut registry);
     let exporter = Arc::new(Exporter::new(registry));
     let stores =
         cograft_actors::storage::open(&data_dir, settings.storage_options(), storage_metrics.clone())?;
@@ -83,6 +86,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         spreading_metrics,
     );
     let raft_metrics = raft.send(WatchMetrics).await?;
+    if settings.attention.interval_ms > 0 {
+        AttentionScheduler::new(
+            settings.node.id,
+            settings.attention_step(),
+            Duration::from_millis(settings.attention.interval_ms),
+            raft.clone(),
+            raft_metrics.clone(),
+            storage.clone(),
+            attention_metrics,
+        )
+        .start();
+    }
     let serving = Arc::new(AtomicBool::new(true));
 
     let health = HealthChecks::default();

@@ -55,6 +55,69 @@ impl Default for Maintenance {
     }
 }
 
+/// One ECAN step the leader proposes on its attention interval: rent, wages and diffusion over
+/// a bounded number of the atoms that hold attention, applied in key order so every replica
+/// computes bit-identical attention values. Every number travels in the command (from the
+/// leader's configuration), never read from each node's.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttentionStep {
+    /// Most atom records one step reads: the atoms holding attention it visits (round-robin,
+    /// from where the last step stopped) and the links and members they diffuse to.
+    pub budget: u64,
+    /// Share of an in-focus atom's STI it passes to its neighbours per step, in [0, 1].
+    pub diffusion: f64,
+    /// Share of STI every visited atom pays as rent per step, in [0, 1].
+    pub sti_rent: f64,
+    /// Share of LTI every visited atom loses per step, in [0, 1].
+    pub lti_rent: f64,
+    /// LTI an atom earns per step while it is in the attentional focus (>= 0).
+    pub lti_wage: f64,
+    /// The attentional focus boundary: atoms with at least this STI diffuse and earn wages
+    /// (and `GET /v1/attention/focus` lists them).
+    pub focus_boundary: f64,
+    /// STI and LTI of smaller magnitude become 0, so attention fades out instead of lingering.
+    pub floor: f64,
+}
+
+impl Default for AttentionStep {
+    fn default() -> Self {
+        AttentionStep {
+            budget: 10_000,
+            diffusion: 0.2,
+            sti_rent: 0.05,
+            lti_rent: 0.001,
+            lti_wage: 0.01,
+            focus_boundary: 1.0,
+            floor: 0.001,
+        }
+    }
+}
+
+impl AttentionStep {
+    /// Checks every number is usable (the leader's configuration is checked with this too); an
+    /// error starts with the field's name.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.budget == 0 {
+            return Err("budget must be positive".into());
+        }
+        for (name, v) in
+            [("diffusion", self.diffusion), ("sti_rent", self.sti_rent), ("lti_rent", self.lti_rent)]
+        {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{name} must be in [0, 1], got {v}"));
+            }
+        }
+        for (name, v) in
+            [("lti_wage", self.lti_wage), ("focus_boundary", self.focus_boundary), ("floor", self.floor)]
+        {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("{name} must be a finite number >= 0, got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One log entry's payload: independent proposals that share one append and one fsync. openraft
 /// 0.9 appends one entry at a time and waits for its flush, so batching proposals into an entry
 /// is what lets concurrent writers share an fsync (group commit). Each proposal still applies
@@ -159,6 +222,10 @@ pub enum Command {
         #[serde(default)]
         maintenance: Maintenance,
     },
+    /// The leader's periodic ECAN step over every space (see [`AttentionStep`]).
+    Attention {
+        step: AttentionStep,
+    },
 }
 
 /// What applying a command answered. Rejections are results too: they are replicated so a
@@ -204,6 +271,11 @@ pub enum CommandResult {
     },
     Ticked {
         time_ms: u64,
+    },
+    /// An attention step ran: it visited `visited` atoms and changed `changed` attention values.
+    Attended {
+        visited: u64,
+        changed: u64,
     },
     /// A blank or membership entry: nothing for the client.
     Noop,
@@ -275,7 +347,7 @@ impl CommandResult {
             CommandResult::Session { session } => CommandResult::Written { id: session.id },
             CommandResult::Observation { observation } => CommandResult::Written { id: observation.id },
             CommandResult::Rejected { error } => CommandResult::Rejected { error: error.without_values() },
-            // Batch (not nested), Ticked, Noop, SpaceDeleting and the other rejections are small.
+            // Batch (not nested), Ticked, Attended, Noop, SpaceDeleting and the other rejections are small.
             other => other.clone(),
         }
     }
@@ -366,6 +438,7 @@ impl Command {
                 }
             }
             Command::DeleteSpace { name } => validate_space_name(name)?,
+            Command::Attention { step } => step.validate().map_err(|e| format!("attention step: {e}"))?,
             Command::UpdateSession { .. } | Command::Tick { .. } => {}
         }
         Ok(())

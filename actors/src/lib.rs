@@ -1,9 +1,10 @@
 //! cograft-actors: everything that runs inside a cograft node. It owns the data model, the log
 //! payload (`Command`), the sled-backed Raft log and state machine with file snapshots, the Raft
-//! actor and its peer network, spreading activation over an in-memory index of the graph, the
+//! actor and its peer network, the leader's ECAN attention steps, spreading activation over an in-memory index of the graph, the
 //! resilience primitives (circuit breaker), the metrics registry (each component registers its
 //! own families) and the node's health checks.
 
+pub mod attention;
 pub mod command;
 pub mod error;
 pub mod failpoint;

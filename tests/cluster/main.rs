@@ -1,6 +1,7 @@
 //! Black-box cluster tests: real `cograft` processes on loopback ports in temp dirs, one
 //! cluster at a time. Each module is a scenario.
 
+mod attention;
 mod availability;
 mod bad_input;
 mod cluster_up;

@@ -19,6 +19,7 @@
 //! | SubjectTotals | space \0 subject | SubjectTotals |
 //! | Idempotency | space \0 key | (index, result) |
 //! | IdempotencyOrder | index ++ space \0 key | () |
+//! | Attention | space \0 id | STI (f64, big-endian bits) |
 
 use super::be;
 use crate::model::AtomId;
@@ -88,8 +89,13 @@ pub fn value_key(id: AtomId, key: &str) -> Vec<u8> {
     [&be(id)[..], key.as_bytes()].concat()
 }
 
-pub fn session_key(space: &str, id: u64) -> Vec<u8> {
+/// `space \0 id`.
+fn space_and_id(space: &str, id: u64) -> Vec<u8> {
     [space_prefix(space), be(id).to_vec()].concat()
+}
+
+pub fn session_key(space: &str, id: u64) -> Vec<u8> {
+    space_and_id(space, id)
 }
 
 /// `space \0 subject \0`: the prefix of one subject's observations.
@@ -104,6 +110,10 @@ pub fn observation_key(space: &str, subject: &str, id: u64) -> Vec<u8> {
 /// `space \0 subject` (the totals' key and the observation order's value).
 pub fn subject_key(space: &str, subject: &str) -> Vec<u8> {
     [space.as_bytes(), &[0], subject.as_bytes()].concat()
+}
+
+pub fn attention_key(space: &str, id: AtomId) -> Vec<u8> {
+    space_and_id(space, id)
 }
 
 pub fn idempotency_key(space: &str, key: &str) -> Vec<u8> {

@@ -20,8 +20,9 @@ use crate::typ::{LogId, Vote};
 const FILE: &str = "MANIFEST.json";
 /// The data directory format this build reads and writes. 1: the first release (sled segments
 /// of 512 KiB, blob files possible). 2: 16 MiB segments, hashed long index keys, memory
-/// spaces in every key, generations of state-machine trees.
-pub const FORMAT: u32 = 2;
+/// spaces in every key, generations of state-machine trees. 3: the Attention table (atoms
+/// holding attention, for ECAN steps and the focus), which a format-2 directory lacks.
+pub const FORMAT: u32 = 3;
 pub const KEY_VOTE: &[u8] = b"vote";
 pub const KEY_LAST_PURGED: &[u8] = b"last_purged";
 

@@ -84,10 +84,13 @@ pub enum Table {
     Idempotency,
     /// applied index ++ space, key -> (): eviction order of the idempotency table.
     IdempotencyOrder,
+    /// space, id -> STI: every atom whose attention value is not zero (ECAN steps, the focus).
+    Attention,
 }
 
 impl Table {
-    pub const ALL: [Table; 15] = [
+    /// A snapshot tags each row with the table's position here: new tables go at the end.
+    pub const ALL: [Table; 16] = [
         Table::Meta,
         Table::Atoms,
         Table::NodeIndex,
@@ -103,6 +106,7 @@ impl Table {
         Table::SubjectTotals,
         Table::Idempotency,
         Table::IdempotencyOrder,
+        Table::Attention,
     ];
 
     pub fn name(self) -> &'static str {
@@ -122,6 +126,7 @@ impl Table {
             Table::SubjectTotals => "subject_totals",
             Table::Idempotency => "idempotency",
             Table::IdempotencyOrder => "idempotency_order",
+            Table::Attention => "attention",
         }
     }
 

@@ -20,7 +20,8 @@ use super::{decode, encode, Table, MAX_KEY_LEN};
 use crate::typ::SnapshotMeta;
 
 const MAGIC: &[u8; 8] = b"COGRAFTS";
-const FORMAT_VERSION: u8 = 2;
+/// 3: with the Attention table (a version-2 file would install without it).
+const FORMAT_VERSION: u8 = 3;
 const EXTENSION: &str = "snap";
 const END: u8 = 0xFF;
 /// Largest value a snapshot record may claim (every stored value is far smaller).

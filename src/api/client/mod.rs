@@ -1,5 +1,6 @@
 //! The client API under `/v1`: the hypergraph (`atoms`), agent sessions and observations
-//! (`agents`), memory spaces (`spaces`), recall by association (`spread`), and the request
+//! (`agents`), memory spaces (`spaces`), recall by association (`spread`), the attentional
+//! focus (`attention`), and the request
 //! bodies (`body`). Every route works in
 //! one memory space, named by `?space=` or the `X-Cograft-Space` header (never a body field;
 //! both given and different is a 400; default `default`). Writes become one `Proposal` each;
@@ -7,6 +8,7 @@
 
 mod agents;
 mod atoms;
+mod attention;
 pub mod body;
 mod spaces;
 mod spread;
@@ -82,6 +84,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .configure(atoms::configure)
             .configure(agents::configure)
+            .configure(attention::configure)
             .configure(spaces::configure)
             .configure(spread::configure),
     );

@@ -6,9 +6,10 @@
 use std::collections::BTreeSet;
 
 use super::super::events::{Change, ChangeKind};
-use super::super::keys::{link_key, node_key, pair_key, type_index_key, value_key};
+use super::super::keys::{attention_key, link_key, node_key, pair_key, type_index_key, value_key};
 use super::super::staged::Staged;
 use super::super::{be, encode, from_be, Table};
+use super::attention::{holds_attention, index_attention};
 use super::{count, load, next_id, Applier, Outcome, META_NEXT_ATOM};
 use crate::command::{CommandResult, Expect, Rejection, MAX_LISTED_REMOVED};
 use crate::model::{Atom, AtomId, AtomKind, AttentionValue, Merge, TruthValue};
@@ -123,9 +124,13 @@ impl Applier<'_, '_> {
             Err(e) => return Ok(Err(e)),
         };
         let Some(mut atom) = self.atom(id)? else { return Ok(Err(Rejection::UnknownAtom { id })) };
+        let attention = atom.av;
         change(&mut atom);
         atom.updated_ms = self.now;
         self.put_atom(&atom);
+        if atom.av != attention {
+            index_attention(self.st, &atom);
+        }
         self.report(id, ChangeKind::Updated);
         Ok(Ok(CommandResult::Atom { atom, created: false }))
     }
@@ -197,8 +202,8 @@ impl Applier<'_, '_> {
     }
 }
 
-/// Removes one atom and everything keyed by it (its index entries, its incoming entries in its
-/// members, its named values), counts it out of its space and reports it removed. The caller
+/// Removes one atom and everything keyed by it (its index entries, its attention row, its
+/// incoming entries in its members, its named values), counts it out of its space and reports it removed. The caller
 /// has made sure no link still contains it, or removes those links in the same layer.
 pub(super) fn remove_atom(st: &mut Staged, atom: &Atom) -> sled::Result<()> {
     let (index, key) = match &atom.kind {
@@ -207,6 +212,9 @@ pub(super) fn remove_atom(st: &mut Staged, atom: &Atom) -> sled::Result<()> {
     };
     st.remove(index, key);
     st.remove(Table::TypeIndex, type_index_key(&atom.space, &atom.atom_type, atom.id));
+    if holds_attention(&atom.av) {
+        st.remove(Table::Attention, attention_key(&atom.space, atom.id));
+    }
     for target in atom.outgoing() {
         st.remove(Table::Incoming, pair_key(*target, atom.id));
     }

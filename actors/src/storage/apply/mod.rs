@@ -7,6 +7,7 @@
 
 mod agents;
 mod atoms;
+pub mod attention;
 pub mod maintenance;
 
 use super::staged::Staged;
@@ -78,7 +79,7 @@ struct Applier<'s, 'a> {
 
 impl Applier<'_, '_> {
     fn command(&mut self, command: &Command, batch: &[CommandResult]) -> sled::Result<Outcome> {
-        if !matches!(command, Command::Tick { .. } | Command::DeleteSpace { .. })
+        if !matches!(command, Command::Tick { .. } | Command::Attention { .. } | Command::DeleteSpace { .. })
             && space_info(self.st, self.space)?.deleting
         {
             return Ok(Err(Rejection::SpaceDeleting { name: self.space.to_string() }));
@@ -118,6 +119,7 @@ impl Applier<'_, '_> {
                 maintenance::tick(self.st, self.now, maintenance)?;
                 Ok(CommandResult::Ticked { time_ms: self.now })
             }
+            Command::Attention { step } => Ok(attention::step(self.st, step)?),
         })
     }
 

@@ -15,8 +15,29 @@ use crate::model::Merge;
 use crate::storage::metrics::StorageMetrics;
 use crate::typ::{Entry, StorageError};
 
+mod attention;
 mod snapshots;
 mod spaces;
+
+pub(super) fn store(dir: &TempDir) -> super::Stores {
+    open(dir.path(), Default::default(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry())))
+        .unwrap()
+}
+
+/// An entry of one proposal in `space` at `index` (time = index ms).
+pub(super) fn at(index: u64, space: &str, key: &str, command: Command) -> Entry {
+    Entry {
+        log_id: LogId::new(LeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(ProposalBatch {
+            proposals: vec![Proposal { key: key.into(), time_ms: index, space: space.into(), command }],
+        }),
+    }
+}
+
+/// The result of the only proposal of the only entry applied.
+pub(super) fn result(mut r: Vec<BatchResults>) -> CommandResult {
+    r.remove(0).results.remove(0)
+}
 
 struct SledBuilder;
 

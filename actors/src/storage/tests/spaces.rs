@@ -3,38 +3,12 @@
 //! retention holds by count and age; expired idempotency keys go; apply announces the atoms
 //! each run changed, per space.
 
-use std::sync::Arc;
-
-use openraft::{EntryPayload, LeaderId, LogId};
 use tempfile::TempDir;
 
-use super::{link, node};
-use crate::command::{
-    AtomRef, BatchResults, Command, CommandResult, Maintenance, Proposal, ProposalBatch, Rejection,
-};
-use crate::storage::metrics::StorageMetrics;
+use super::{at, link, node, result, store};
+use crate::command::{AtomRef, Command, CommandResult, Maintenance, Rejection};
 use crate::storage::reads::GraphReader;
-use crate::storage::{open, Stores};
 use crate::typ::Entry;
-
-fn store(dir: &TempDir) -> Stores {
-    open(dir.path(), Default::default(), Arc::new(StorageMetrics::register(&mut crate::metrics::registry())))
-        .unwrap()
-}
-
-/// An entry of one proposal in `space` at `index` (time = index ms).
-fn at(index: u64, space: &str, key: &str, command: Command) -> Entry {
-    Entry {
-        log_id: LogId::new(LeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(ProposalBatch {
-            proposals: vec![Proposal { key: key.into(), time_ms: index, space: space.into(), command }],
-        }),
-    }
-}
-
-fn result(mut r: Vec<BatchResults>) -> CommandResult {
-    r.remove(0).results.remove(0)
-}
 
 fn tick(budget: u64, per_subject: u64, max_age_ms: u64) -> Command {
     Command::Tick {
