@@ -225,6 +225,21 @@ enum AdminCommand {
     Digest,
     /// Every health check's last verdict (the components' too), from the health monitor.
     Health,
+    /// List the atoms of --space forgetting could take (LTI below the floor, not vlti, in no
+    /// link); with --apply, remove them through Raft.
+    Forget {
+        /// Remove what is listed (without it: a dry run).
+        #[arg(long)]
+        apply: bool,
+        /// The LTI floor (default: the node's attention.forget_below).
+        #[arg(long, allow_hyphen_values = true)]
+        lti_below: Option<f64>,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// The `next` of an earlier answer.
+        #[arg(long)]
+        after: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -267,6 +282,9 @@ enum AtomCommand {
         sti: f64,
         #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
         lti: f64,
+        /// Mark the atom keep-forever (true) or forgettable again (false).
+        #[arg(long)]
+        vlti: Option<bool>,
     },
     /// The attentional focus: the atoms with the most STI, at or above the focus boundary.
     Focus {
@@ -301,7 +319,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 crate::bench::BenchArgs { dir, base_port, nodes, writes, concurrency, concurrent_writes };
             runtime()?.block_on(crate::bench::run(args))
         }
-        Command::Admin { command, target } => runtime()?.block_on(admin(command, Client::new(target.addr)?)),
+        Command::Admin { command, target } => {
+            runtime()?.block_on(admin(command, Client::new(target.addr)?.in_space(target.space)))
+        }
         Command::Atom { command, target } => {
             runtime()?.block_on(atom(command, Client::new(target.addr)?.in_space(target.space)))
         }
@@ -429,6 +449,10 @@ async fn admin(command: AdminCommand, client: Client) -> anyhow::Result<()> {
         AdminCommand::Snapshot => client.call(Method::POST, "/admin/snapshot", None).await?,
         AdminCommand::Digest => client.call(Method::GET, "/admin/digest", None).await?,
         AdminCommand::Health => client.call(Method::GET, "/admin/health", None).await?,
+        AdminCommand::Forget { apply, lti_below, limit, after } => {
+            let body = json!({ "dry_run": !apply, "lti_below": lti_below, "limit": limit, "after": after });
+            client.call(Method::POST, "/admin/forget", Some(&body)).await?
+        }
     };
     print(&answer);
     Ok(())
@@ -452,8 +476,8 @@ async fn atom(command: AtomCommand, client: Client) -> anyhow::Result<()> {
             client.call(Method::POST, "/v1/links", Some(&body)).await?
         }
         AtomCommand::Get { id } => client.call(Method::GET, &format!("/v1/atoms/{id}"), None).await?,
-        AtomCommand::Stimulate { id, sti, lti } => {
-            let body = json!({ "sti": sti, "lti": lti });
+        AtomCommand::Stimulate { id, sti, lti, vlti } => {
+            let body = json!({ "sti": sti, "lti": lti, "vlti": vlti });
             client.call(Method::POST, &format!("/v1/atoms/{id}/stimulate"), Some(&body)).await?
         }
         AtomCommand::Focus { top_k } => {

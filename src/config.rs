@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_TOML: &str = include_str!("../configs/default.toml");
 
+/// The shortest attention interval accepted (each step is a log entry).
+const MIN_ATTENTION_INTERVAL_MS: u64 = 50;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -110,6 +113,7 @@ pub struct AttentionSettings {
     pub lti_wage: f64,
     pub focus_boundary: f64,
     pub floor: f64,
+    pub forget_below: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -238,6 +242,15 @@ impl Settings {
             }
         }
         self.attention_step().validate().map_err(|e| anyhow::anyhow!("attention.{e}"))?;
+        if self.attention.interval_ms != 0 && self.attention.interval_ms < MIN_ATTENTION_INTERVAL_MS {
+            bail!(
+                "attention.interval_ms must be 0 (no steps) or at least {MIN_ATTENTION_INTERVAL_MS}: \
+                 every step is a Raft entry"
+            );
+        }
+        if !self.attention.forget_below.is_finite() {
+            bail!("attention.forget_below must be a finite number");
+        }
         if !matches!(self.log.format.as_str(), "pretty" | "json") {
             bail!("log.format must be \"pretty\" or \"json\", got {:?}", self.log.format);
         }

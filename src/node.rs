@@ -11,6 +11,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use cograft_actors::attention::metrics::AttentionMetrics;
+use cograft_actors::attention::scheduler::SchedulerParts;
 use cograft_actors::attention::AttentionScheduler;
 use cograft_actors::health::metrics::HealthMetrics;
 use cograft_actors::health::node_checks::{
@@ -86,19 +87,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         spreading_metrics,
     );
     let raft_metrics = raft.send(WatchMetrics).await?;
+    let serving = Arc::new(AtomicBool::new(true));
     if settings.attention.interval_ms > 0 {
-        AttentionScheduler::new(
-            settings.node.id,
-            settings.attention_step(),
-            Duration::from_millis(settings.attention.interval_ms),
-            raft.clone(),
-            raft_metrics.clone(),
-            storage.clone(),
-            attention_metrics,
-        )
+        AttentionScheduler::new(SchedulerParts {
+            node_id: settings.node.id,
+            step: settings.attention_step(),
+            interval: Duration::from_millis(settings.attention.interval_ms),
+            raft: raft.clone(),
+            raft_metrics: raft_metrics.clone(),
+            storage: storage.clone(),
+            serving: serving.clone(),
+            metrics: attention_metrics,
+        })
         .start();
     }
-    let serving = Arc::new(AtomicBool::new(true));
 
     let health = HealthChecks::default();
     health.register(Arc::new(RaftAlive(raft.clone())));

@@ -18,6 +18,14 @@ pub const MAX_KEPT_RESULT: usize = 4096;
 pub const MAX_BATCH_OPS: usize = 1000;
 /// Most members of one link.
 pub const MAX_OUTGOING: usize = 4096;
+/// Largest magnitude an STI or LTI takes: stimulation and attention steps clamp to it, so
+/// attention values stay finite (an infinity would turn into NaN, whose bits differ between
+/// CPU architectures).
+pub const MAX_ATTENTION: f64 = 1e12;
+/// Largest budget of one attention step.
+pub const MAX_ATTENTION_BUDGET: u64 = 1_000_000;
+/// Most atoms one `Forget` command names.
+pub const MAX_FORGET: usize = 1000;
 
 /// One log entry's payload: the command plus what makes apply deterministic and idempotent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -97,8 +105,8 @@ impl AttentionStep {
     /// Checks every number is usable (the leader's configuration is checked with this too); an
     /// error starts with the field's name.
     pub fn validate(&self) -> Result<(), String> {
-        if self.budget == 0 {
-            return Err("budget must be positive".into());
+        if self.budget == 0 || self.budget > MAX_ATTENTION_BUDGET {
+            return Err(format!("budget must be in 1..={MAX_ATTENTION_BUDGET}, got {}", self.budget));
         }
         for (name, v) in
             [("diffusion", self.diffusion), ("sti_rent", self.sti_rent), ("lti_rent", self.lti_rent)]
@@ -177,11 +185,13 @@ pub enum Command {
         id: AtomRef,
         tv: TruthValue,
     },
-    /// Adds to an atom's attention value.
+    /// Adds to an atom's attention value; `vlti`, when given, sets its keep-forever flag.
     Stimulate {
         id: AtomRef,
         sti: f64,
         lti: f64,
+        #[serde(default)]
+        vlti: Option<bool>,
     },
     /// Sets a named value; with `expect`, only when the current value matches.
     SetValue {
@@ -225,6 +235,12 @@ pub enum Command {
     /// The leader's periodic ECAN step over every space (see [`AttentionStep`]).
     Attention {
         step: AttentionStep,
+    },
+    /// Removes the named atoms of the space that are still forgettable when this applies:
+    /// LTI below `lti_below`, not `vlti`, and in no link (forgetting never cascades).
+    Forget {
+        ids: Vec<AtomId>,
+        lti_below: f64,
     },
 }
 
@@ -276,6 +292,11 @@ pub enum CommandResult {
     Attended {
         visited: u64,
         changed: u64,
+    },
+    /// What a `Forget` removed, and what it kept because it was no longer forgettable (or gone).
+    Forgotten {
+        removed: Vec<AtomId>,
+        kept: Vec<AtomId>,
     },
     /// A blank or membership entry: nothing for the client.
     Noop,
@@ -344,6 +365,10 @@ impl CommandResult {
             CommandResult::Value { id, key, .. } => {
                 CommandResult::Value { id: *id, key: key.clone(), value: serde_json::Value::Null }
             }
+            CommandResult::Forgotten { removed, kept } => CommandResult::Forgotten {
+                removed: removed.iter().take(100).copied().collect(),
+                kept: kept.iter().take(100).copied().collect(),
+            },
             CommandResult::Session { session } => CommandResult::Written { id: session.id },
             CommandResult::Observation { observation } => CommandResult::Written { id: observation.id },
             CommandResult::Rejected { error } => CommandResult::Rejected { error: error.without_values() },
@@ -404,10 +429,10 @@ impl Command {
                 check_ref(id)?;
                 tv.validate()?;
             }
-            Command::Stimulate { id, sti, lti } => {
+            Command::Stimulate { id, sti, lti, .. } => {
                 check_ref(id)?;
-                if !sti.is_finite() || !lti.is_finite() {
-                    return Err("sti and lti must be finite numbers".into());
+                if !(sti.abs() <= MAX_ATTENTION && lti.abs() <= MAX_ATTENTION) {
+                    return Err(format!("sti and lti must be finite numbers within ±{MAX_ATTENTION:e}"));
                 }
             }
             Command::SetValue { id, key, .. } => {
@@ -439,6 +464,14 @@ impl Command {
             }
             Command::DeleteSpace { name } => validate_space_name(name)?,
             Command::Attention { step } => step.validate().map_err(|e| format!("attention step: {e}"))?,
+            Command::Forget { ids, lti_below } => {
+                if ids.is_empty() || ids.len() > MAX_FORGET {
+                    return Err(format!("a forget names 1..={MAX_FORGET} atoms, got {}", ids.len()));
+                }
+                if !lti_below.is_finite() {
+                    return Err("lti_below must be a finite number".into());
+                }
+            }
             Command::UpdateSession { .. } | Command::Tick { .. } => {}
         }
         Ok(())

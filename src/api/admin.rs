@@ -1,5 +1,5 @@
-//! `/admin`: cluster management (init, membership, status, snapshot, digest, effective config)
-//! and the health report.
+//! `/admin`: cluster management (init, membership, status, snapshot, digest, effective config),
+//! the health report, and forgetting (`forget`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,7 +25,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/snapshot", web::post().to(snapshot))
             .route("/digest", web::get().to(digest))
             .route("/config", web::get().to(config))
-            .route("/health", web::get().to(health)),
+            .route("/health", web::get().to(health))
+            .configure(super::forget::configure),
     );
 }
 
@@ -39,8 +40,8 @@ struct InitBody {
     members: BTreeMap<u64, String>,
 }
 
-async fn init(state: State, body: Option<web::Json<InitBody>>) -> Result<HttpResponse, ApiError> {
-    let mut members = body.map(|b| b.into_inner().members).unwrap_or_default();
+async fn init(state: State, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let mut members = super::optional_json::<InitBody>(&body)?.members;
     if members.is_empty() {
         members.insert(state.node_id, state.settings.advertise());
     }

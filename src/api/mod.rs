@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod client;
 pub mod error;
+pub mod forget;
 pub mod metrics;
 pub mod ops;
 pub mod raft;
@@ -26,6 +27,17 @@ use cograft_actors::storage::actor::StorageActor;
 use cograft_actors::storage::metrics::StorageMetrics;
 
 use crate::config::Settings;
+
+/// A JSON body a route may go without: empty means `T::default()`, anything else must parse.
+/// (actix's `Option<Json<T>>` answers `None` for a body that does not parse, which would turn
+/// a misspelled field into the defaults.)
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, error::ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| error::ApiError::bad_request(format!("malformed JSON body: {e}")))
+}
 
 /// What every handler can reach.
 pub struct AppState {

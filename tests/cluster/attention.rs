@@ -98,3 +98,61 @@ fn attention_diffuses_and_is_identical_on_every_node() {
     let r = c.post(leader, "/v1/atoms/999999/stimulate", json!({ "sti": 1.0 }));
     assert_eq!(r.status, 404, "{:?}", r.body);
 }
+
+fn ids_of(list: &Value) -> Vec<u64> {
+    list.as_array().unwrap().iter().map(|a| a.as_u64().or_else(|| a["id"].as_u64()).unwrap()).collect()
+}
+
+#[test]
+fn forgetting_lists_first_removes_through_raft_and_never_cascades() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.leader();
+    let ops = json!({ "ops": [
+        { "op": "add_node", "type": "ConceptNode", "name": "keep" },
+        { "op": "add_node", "type": "ConceptNode", "name": "loose" },
+        { "op": "add_node", "type": "ConceptNode", "name": "member" },
+        { "op": "add_link", "type": "ListLink", "outgoing": ["$2", "$0"] },
+        { "op": "stimulate", "id": "$0", "vlti": true }
+    ]});
+    let reply = c.post(leader, "/v1/batch", ops);
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let ids: Vec<u64> =
+        reply.body["results"].as_array().unwrap().iter().map(|r| r["atom"]["id"].as_u64().unwrap()).collect();
+    let (keep, loose, member, link) = (ids[0], ids[1], ids[2], ids[3]);
+    let before = c.converged(&[1, 2, 3]);
+
+    // A dry run (the default) lists what could go and changes nothing.
+    let dry = c.post(leader, "/admin/forget", json!({}));
+    assert_eq!(dry.status, 200, "{:?}", dry.body);
+    assert_eq!(dry.body["dry_run"], true);
+    assert_eq!(ids_of(&dry.body["forgettable"]), vec![loose, link], "{:?}", dry.body);
+    assert_eq!(c.converged(&[1, 2, 3]), before, "a dry run changed the state");
+
+    // Through a follower: forgetting is replicated like any write.
+    let follower = *c.running().iter().find(|id| **id != leader).unwrap();
+    let done = c.post(follower, "/admin/forget", json!({ "dry_run": false }));
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert_eq!(ids_of(&done.body["removed"]), vec![loose, link], "{:?}", done.body);
+    c.converged(&[1, 2, 3]);
+    for node in 1..=3 {
+        assert_eq!(c.get(node, &format!("/v1/atoms/{loose}?consistency=stale")).status, 404);
+        assert_eq!(c.get(node, &format!("/v1/atoms/{keep}?consistency=stale")).status, 200);
+    }
+    // The link is gone, so its member is free now; keep (vlti) never is.
+    let dry = c.post(leader, "/admin/forget", json!({ "dry_run": true }));
+    assert_eq!(ids_of(&dry.body["forgettable"]), vec![member], "{:?}", dry.body);
+
+    // Bad requests name the problem and change nothing.
+    let state = c.converged(&[1, 2, 3]);
+    for (body, needle) in [
+        (json!({ "limit": 0 }), "limit"),
+        (json!({ "lti_below": "low" }), "\"low\", expected f64"),
+        (json!({ "dry_run": false, "bogus": 1 }), "bogus"),
+        (json!({ "dry_run": false, "after": "not-a-cursor" }), "cursor"),
+    ] {
+        let r = c.post(leader, "/admin/forget", body.clone());
+        assert_eq!(r.status, 400, "{body}: {:?}", r.body);
+        assert!(r.body["detail"].as_str().unwrap_or_default().contains(needle), "{body}: {:?}", r.body);
+    }
+    assert_eq!(c.converged(&[1, 2, 3]), state);
+}

@@ -206,6 +206,15 @@ fn an_uninitialised_node_is_live_but_not_ready() {
         .filter_map(|c| c["name"].as_str())
         .collect();
     assert_eq!(failing, vec!["leader_known"], "{body}");
+    // A misspelled init body is refused, not read as "this node alone".
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/admin/init"))
+        .json(&json!({ "membrs": { "9": format!("127.0.0.1:{port}") } }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().unwrap();
+    assert!(body["detail"].as_str().unwrap_or_default().contains("membrs"), "{body}");
     // A write without a cluster fails clearly instead of hanging.
     let r = http
         .post(format!("http://127.0.0.1:{port}/v1/atoms"))

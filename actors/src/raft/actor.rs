@@ -81,6 +81,12 @@ pub struct RequestVote(pub VoteRequest);
 #[rtype(result = "std::result::Result<InstallSnapshotResponse, RaftError<InstallSnapshotError>>")]
 pub struct InstallSnapshot(pub InstallSnapshotRequest);
 
+/// A proposal of this node's own housekeeping (an attention step): submitted here while this
+/// node leads, never forwarded nor retried elsewhere; on another node it answers not-leader.
+#[derive(Message)]
+#[rtype(result = "Committed")]
+pub struct ProposeAsLeader(pub Proposal);
+
 /// A write a follower forwarded to this node; it is not forwarded again. Answers its log index
 /// and result, or why it was not committed (the follower maps that to its client's answer).
 #[derive(Message)]
@@ -267,6 +273,17 @@ impl Handler<InstallSnapshot> for RaftActor {
 impl Handler<ForwardedWrite> for RaftActor {
     type Result = ResponseFuture<Committed>;
     fn handle(&mut self, msg: ForwardedWrite, _: &mut Context<Self>) -> Self::Result {
+        let batcher = self.batcher.clone();
+        Box::pin(async move { batcher.submit(msg.0).await })
+    }
+}
+
+impl Handler<ProposeAsLeader> for RaftActor {
+    type Result = ResponseFuture<Committed>;
+    fn handle(&mut self, msg: ProposeAsLeader, _: &mut Context<Self>) -> Self::Result {
+        if !self.is_leader() {
+            return Box::pin(async { Err(ops::not_leader()) });
+        }
         let batcher = self.batcher.clone();
         Box::pin(async move { batcher.submit(msg.0).await })
     }

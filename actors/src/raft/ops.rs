@@ -201,7 +201,7 @@ pub async fn write(
 }
 
 /// "Not the leader, none known": try again after a back-off.
-fn not_leader() -> SubmitError {
+pub(super) fn not_leader() -> SubmitError {
     SubmitError::Raft(Box::new(RaftError::APIError(CwError::ForwardToLeader(
         openraft::error::ForwardToLeader::empty(),
     ))))

@@ -80,7 +80,7 @@ fn random_entry(i: u64, rng: &mut Rng, next_id: u64) -> Entry {
             id: existing(),
             tv: TruthValue { strength: rng.below(100) as f64 / 100.0, confidence: 0.5 },
         },
-        8 => Command::Stimulate { id: existing(), sti: 3.0, lti: 1.0 },
+        8 => Command::Stimulate { id: existing(), sti: 3.0, lti: 1.0, vlti: None },
         _ => Command::DeleteAtom { id: AtomRef::Id(1 + rng.below(next_id)) },
     };
     entry(i, space, command)

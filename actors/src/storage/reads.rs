@@ -6,14 +6,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::apply::attention::{in_focus, recorded_sti, META_ATTENTION_STEP};
+mod attention;
+
 use super::apply::META_LAST_APPLIED;
 use super::keys::{
     node_key, observation_key, pair_key, session_key, space_prefix, subject_key, subject_prefix,
     type_index_key, type_prefix, value_key,
 };
 use super::{be, decode, from_be, StateMachineCore, Table, Tables};
-use crate::command::AttentionStep;
 use crate::error::{Error, Result};
 use crate::model::{
     Atom, AtomId, Observation, ObservationStats, Session, SessionStatus, SpaceInfo, SubjectTotals,
@@ -172,39 +172,6 @@ impl GraphView<'_> {
             links.push(self.atom_in(space, from_be(&key[8..]))?);
         }
         Ok(Page::of(links, more, |a| a.id))
-    }
-
-    /// The attentional focus of `space`: its atoms with STI at or above the focus boundary of
-    /// the last attention step (the default step's before any ran), highest STI first (ties by
-    /// id), at most `top_k`, and that boundary. It walks the space's Attention rows, which list
-    /// only the atoms that hold attention.
-    pub fn focus(&self, space: &str, top_k: usize) -> Result<(Vec<Atom>, f64)> {
-        self.live(space)?;
-        let step: Option<AttentionStep> = self.get(Table::Meta, META_ATTENTION_STEP)?;
-        let boundary = step.unwrap_or_default().focus_boundary;
-        let best_first = |a: &(f64, AtomId), b: &(f64, AtomId)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        let mut best: Vec<(f64, AtomId)> = Vec::new();
-        for item in self.tables.get(Table::Attention).scan_prefix(space_prefix(space)) {
-            let (key, value) = item.map_err(|e| storage(self.dir)(e.into()))?;
-            let sti = recorded_sti(&value);
-            if in_focus(sti, boundary) {
-                best.push((sti, from_be(&key[key.len() - 8..])));
-            }
-            if best.len() >= 2 * top_k.max(512) {
-                best.sort_by(best_first);
-                best.truncate(top_k);
-            }
-        }
-        best.sort_by(best_first);
-        best.truncate(top_k);
-        let atoms = best.iter().map(|(_, id)| self.atom_in(space, *id)).collect::<Result<_>>()?;
-        Ok((atoms, boundary))
-    }
-
-    /// Whether any atom, in any space, holds attention (the leader proposes no step otherwise).
-    pub fn holds_any_attention(&self) -> Result<bool> {
-        let first = self.tables.get(Table::Attention).first().map_err(|e| storage(self.dir)(e.into()))?;
-        Ok(first.is_some())
     }
 
     /// A named value; `None` when the atom exists but has no value under `key`.

@@ -32,6 +32,19 @@ struct Pending {
     front: HashMap<Table, Vec<u8>>,
 }
 
+/// One layer's writes to `table` from `start` on while `within` holds, in key order.
+fn layer_from<'l>(
+    writes: &'l Layer,
+    table: Table,
+    start: &[u8],
+    within: &'l impl Fn(&[u8]) -> bool,
+) -> impl Iterator<Item = (&'l Vec<u8>, &'l Option<Vec<u8>>)> + 'l {
+    writes
+        .range((Bound::Included((table, start.to_vec())), Bound::Unbounded))
+        .take_while(move |((t, k), _)| *t == table && within(k))
+        .map(|((_, k), v)| (k, v))
+}
+
 pub struct Staged<'a> {
     tables: &'a Tables,
     /// What entries already applied in this round wrote.
@@ -135,14 +148,24 @@ impl<'a> Staged<'a> {
         limit: usize,
     ) -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        let from = (table, start.to_vec());
-        for layer in [&self.base.writes, &self.top.writes] {
-            for ((t, k), v) in layer.range((Bound::Included(&from), Bound::Unbounded)) {
-                if *t != table || !within(k) {
-                    break;
+        // The layers merged in key order (the top one wins a tie), up to their `limit`-th live
+        // key: nothing after it can be in the answer, which has `limit` live keys up to it.
+        let mut base = layer_from(&self.base.writes, table, start, &within).peekable();
+        let mut top = layer_from(&self.top.writes, table, start, &within).peekable();
+        let mut live = 0;
+        while live < limit {
+            let (key, value) = match (base.peek(), top.peek()) {
+                (None, None) => break,
+                (Some((b, _)), Some((t, _))) if b < t => base.next().unwrap(),
+                (Some((b, _)), Some((t, _))) if b == t => {
+                    base.next();
+                    top.next().unwrap()
                 }
-                merged.insert(k.clone(), v.clone());
-            }
+                (_, Some(_)) => top.next().unwrap(),
+                (Some(_), None) => base.next().unwrap(),
+            };
+            live += usize::from(value.is_some());
+            merged.insert(key.clone(), value.clone());
         }
         // Live sled keys needed: `limit` plus every staged removal that may shadow one.
         let removals = merged.values().filter(|v| v.is_none()).count();
@@ -203,5 +226,45 @@ impl<'a> Staged<'a> {
             Err(TransactionError::Storage(e)) => Err(e),
             Err(TransactionError::Abort(())) => unreachable!("the closure never aborts"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(rows: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(u8, u8)> {
+        rows.into_iter().map(|(k, v)| (k[0], v[0])).collect()
+    }
+
+    #[test]
+    fn scans_merge_sled_and_both_layers_the_latest_write_winning() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::Db::open(dir.path()).unwrap();
+        let tables = db.tables();
+        for k in [1u8, 3, 5, 7] {
+            tables.get(Table::Values).insert([k], &[k]).unwrap();
+        }
+        let mut st = Staged::new(&tables);
+        // An earlier command of the run: removes 3, writes 4 and 6.
+        st.remove(Table::Values, vec![3]);
+        st.put(Table::Values, vec![4], vec![40]);
+        st.put(Table::Values, vec![6], vec![60]);
+        st.keep();
+        // The current one: rewrites 4, removes 6 and 5, writes 2.
+        st.put(Table::Values, vec![4], vec![41]);
+        st.remove(Table::Values, vec![6]);
+        st.remove(Table::Values, vec![5]);
+        st.put(Table::Values, vec![2], vec![20]);
+        let all = st.scan_after(Table::Values, &[], 100).unwrap();
+        assert_eq!(keys(all), vec![(1, 1), (2, 20), (4, 41), (7, 7)]);
+        for limit in 1..=4 {
+            let some = st.scan_after(Table::Values, &[], limit).unwrap();
+            assert_eq!(keys(some), [(1, 1), (2, 20), (4, 41), (7, 7)][..limit].to_vec(), "limit {limit}");
+        }
+        assert_eq!(keys(st.scan_after(Table::Values, &[2], 2).unwrap()), vec![(4, 41), (7, 7)]);
+        // Another table's writes never show.
+        st.put(Table::Atoms, vec![0], vec![0]);
+        assert_eq!(st.scan_after(Table::Values, &[], 100).unwrap().len(), 4);
     }
 }

@@ -191,7 +191,9 @@ async fn stimulate(
     id: web::Path<AtomId>,
     body: web::Json<StimulusBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let command = Command::Stimulate { id: AtomRef::Id(id.into_inner()), sti: body.sti, lti: body.lti };
+    let b = body.into_inner();
+    let command =
+        Command::Stimulate { id: AtomRef::Id(id.into_inner()), sti: b.sti, lti: b.lti, vlti: b.vlti };
     respond(propose(&state, &req, command).await?)
 }
 

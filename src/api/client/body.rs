@@ -57,6 +57,9 @@ pub struct StimulusBody {
     pub sti: f64,
     #[serde(default)]
     pub lti: f64,
+    /// Sets the keep-forever flag (never forgotten) when given.
+    #[serde(default)]
+    pub vlti: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +108,8 @@ pub enum OpBody {
         sti: f64,
         #[serde(default)]
         lti: f64,
+        #[serde(default)]
+        vlti: Option<bool>,
     },
     SetValue {
         id: RefBody,
@@ -135,7 +140,9 @@ impl OpBody {
             },
             OpBody::Delete { id } => Command::DeleteAtom { id: id.to_ref()? },
             OpBody::SetTv { id, tv } => Command::SetTruth { id: id.to_ref()?, tv },
-            OpBody::Stimulate { id, sti, lti } => Command::Stimulate { id: id.to_ref()?, sti, lti },
+            OpBody::Stimulate { id, sti, lti, vlti } => {
+                Command::Stimulate { id: id.to_ref()?, sti, lti, vlti }
+            }
             OpBody::SetValue { id, key, value, expect } => {
                 let body = ValueBody { value, expect };
                 Command::SetValue { id: id.to_ref()?, key, expect: body.expect(), value: body.value }

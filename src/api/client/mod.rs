@@ -110,7 +110,7 @@ impl ReadParams {
 }
 
 /// The request's idempotency key, or a fresh one.
-fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
+pub fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
     match req.headers().get(IDEMPOTENCY_HEADER) {
         Some(value) => {
             let key =
@@ -143,10 +143,21 @@ pub async fn propose_in(
     space: String,
     command: Command,
 ) -> Result<WriteOutcome, ApiError> {
+    propose_keyed(state, idempotency_key(req)?, space, command).await
+}
+
+/// Like [`propose_in`], with the idempotency key given (a route that proposes several entries
+/// for one request gives each its own).
+pub async fn propose_keyed(
+    state: &AppState,
+    key: String,
+    space: String,
+    command: Command,
+) -> Result<WriteOutcome, ApiError> {
     if !state.serving.load(Ordering::Relaxed) {
         return Err(cograft_actors::Error::ShuttingDown.into());
     }
-    let proposal = Proposal { key: idempotency_key(req)?, time_ms: cograft_actors::now_ms(), space, command };
+    let proposal = Proposal { key, time_ms: cograft_actors::now_ms(), space, command };
     let size = rmp_serde::to_vec_named(&proposal).map(|b| b.len()).unwrap_or(usize::MAX);
     let limit = state.settings.api.max_entry_bytes;
     if size > limit {

@@ -9,7 +9,7 @@ use super::super::events::{Change, ChangeKind};
 use super::super::keys::{attention_key, link_key, node_key, pair_key, type_index_key, value_key};
 use super::super::staged::Staged;
 use super::super::{be, encode, from_be, Table};
-use super::attention::{holds_attention, index_attention};
+use super::attention::{holds_attention, index_attention, is_forgettable};
 use super::{count, load, next_id, Applier, Outcome, META_NEXT_ATOM};
 use crate::command::{CommandResult, Expect, Rejection, MAX_LISTED_REMOVED};
 use crate::model::{Atom, AtomId, AtomKind, AttentionValue, Merge, TruthValue};
@@ -160,6 +160,24 @@ impl Applier<'_, '_> {
         let removed_count = doomed.len() as u64;
         let removed = doomed.into_iter().take(MAX_LISTED_REMOVED).collect();
         Ok(Ok(CommandResult::Deleted { removed, removed_count }))
+    }
+
+    /// Removes each named atom of this space that is still forgettable (see
+    /// [`is_forgettable`]) and has no link containing it, in id order; the rest are kept.
+    pub(super) fn forget(&mut self, ids: &[AtomId], lti_below: f64) -> sled::Result<Outcome> {
+        let (mut removed, mut kept) = (Vec::new(), Vec::new());
+        for id in ids.iter().copied().collect::<BTreeSet<_>>() {
+            let atom = self.atom(id)?.filter(|a| is_forgettable(a, lti_below));
+            let contained = !self.st.scan_prefix(Table::Incoming, &be(id), 1)?.is_empty();
+            match atom {
+                Some(atom) if !contained => {
+                    remove_atom(self.st, &atom)?;
+                    removed.push(id);
+                }
+                _ => kept.push(id),
+            }
+        }
+        Ok(Ok(CommandResult::Forgotten { removed, kept }))
     }
 
     pub(super) fn set_value(

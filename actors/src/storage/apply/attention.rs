@@ -6,6 +6,10 @@
 //! step is synchronous: every change is computed from the values before the step ([`plan`], a
 //! pure function), then written in id order, so every replica computes bit-identical values.
 //!
+//! Forgetting ([`is_forgettable`]) takes atoms whose LTI fell below a floor and that are not
+//! marked `vlti`, only when asked (`Command::Forget`, listed first by a dry run) and never
+//! through a cascade: an atom some link contains stays until that link goes.
+//!
 //! An atom's neighbours are the other members of every link that contains it and, for a link,
 //! its own members; what it passes on is split in proportion to the strength of the link it
 //! goes through (how true the relation is; confidence, how much evidence there is, does not
@@ -18,7 +22,7 @@ use super::super::keys::attention_key;
 use super::super::staged::Staged;
 use super::super::{be, encode, from_be, Table};
 use super::load;
-use crate::command::{AttentionStep, CommandResult};
+use crate::command::{AttentionStep, CommandResult, MAX_ATTENTION};
 use crate::model::{Atom, AtomId, AttentionValue};
 
 /// In Meta: the Attention key the next step starts after (empty: from the start).
@@ -39,6 +43,12 @@ pub(super) fn index_attention(st: &mut Staged, atom: &Atom) {
     } else {
         st.remove(Table::Attention, key);
     }
+}
+
+/// Whether forgetting may take `atom` (links aside): its LTI is below `lti_below` and it is not
+/// marked keep-forever (`vlti`).
+pub fn is_forgettable(atom: &Atom, lti_below: f64) -> bool {
+    !atom.av.vlti && atom.av.lti < lti_below
 }
 
 /// The STI an Attention row records.
@@ -90,6 +100,11 @@ pub fn plan(visits: &[Visit], step: &AttentionStep) -> BTreeMap<AtomId, Delta> {
     deltas
 }
 
+/// `value` within ±[`MAX_ATTENTION`].
+pub fn bounded(value: f64) -> f64 {
+    value.clamp(-MAX_ATTENTION, MAX_ATTENTION)
+}
+
 /// `value` with magnitudes below `floor` made 0.
 fn floored(value: f64, floor: f64) -> f64 {
     if value.abs() < floor {
@@ -108,8 +123,8 @@ pub(super) fn step(st: &mut Staged, step: &AttentionStep) -> sled::Result<Comman
     for (id, delta) in plan(&visits, step) {
         let Some(mut atom) = load::<Atom>(st, Table::Atoms, &be(id))? else { continue };
         let before = atom.av;
-        atom.av.sti = floored(before.sti + delta.sti, step.floor);
-        atom.av.lti = floored(before.lti + delta.lti, step.floor);
+        atom.av.sti = floored(bounded(before.sti + delta.sti), step.floor);
+        atom.av.lti = floored(bounded(before.lti + delta.lti), step.floor);
         if atom.av != before {
             // Attention changes every step: `updated_ms` keeps dating the atom's content.
             st.put(Table::Atoms, be(id), encode(&atom));
@@ -121,34 +136,49 @@ pub(super) fn step(st: &mut Staged, step: &AttentionStep) -> sled::Result<Comman
     Ok(CommandResult::Attended { visited: visits.len() as u64, changed })
 }
 
-/// The atoms this step visits, from the cursor on, in key order, reading at most
-/// `step.budget` atom records (an atom and its links and their members count one each), and
-/// the cursor for the next step.
+/// The atoms this step visits, in key order from the cursor to the end of the table and then
+/// from its start, each at most once, reading at most `step.budget` atom records (an atom, and
+/// each link and member it diffuses to, count one each); and the cursor for the next step
+/// (empty when this one visited every row: the next starts from the top).
 fn gather(st: &Staged, step: &AttentionStep) -> sled::Result<(Vec<Visit>, Vec<u8>)> {
     let budget = step.budget as usize;
     let cursor: Vec<u8> = load(st, Table::Meta, META_ATTENTION_CURSOR)?.unwrap_or_default();
-    let rows = st.scan_after(Table::Attention, &cursor, budget)?;
-    let mut visits = Vec::new();
-    let mut read = 0;
-    let mut last = cursor;
-    for (key, _) in &rows {
-        if read >= budget {
+    let (mut visits, mut read, mut last) = (Vec::new(), 0, Vec::new());
+    let mut from = cursor.clone();
+    let mut wrapped = cursor.is_empty();
+    loop {
+        let want = budget - read;
+        let rows = st.scan_after(Table::Attention, &from, want)?;
+        for (key, _) in &rows {
+            if wrapped && !cursor.is_empty() && key.as_slice() > cursor.as_slice() {
+                // Round to where this step began: every row was visited.
+                return Ok((visits, Vec::new()));
+            }
+            if read >= budget {
+                return Ok((visits, last));
+            }
+            let id = from_be(&key[key.len() - 8..]);
+            read += 1;
+            last = key.clone();
+            let Some(atom) = load::<Atom>(st, Table::Atoms, &be(id))? else { continue };
+            let neighbours = if in_focus(atom.av.sti, step.focus_boundary) && step.diffusion > 0.0 {
+                neighbours(st, &atom, budget, &mut read)?
+            } else {
+                Vec::new()
+            };
+            visits.push(Visit { id, av: atom.av, neighbours });
+        }
+        if rows.len() == want {
+            // `want` rows cost at least `want` reads: the budget is spent.
             return Ok((visits, last));
         }
-        let id = from_be(&key[key.len() - 8..]);
-        read += 1;
-        last = key.clone();
-        let Some(atom) = load::<Atom>(st, Table::Atoms, &be(id))? else { continue };
-        let neighbours = if in_focus(atom.av.sti, step.focus_boundary) && step.diffusion > 0.0 {
-            neighbours(st, &atom, budget, &mut read)?
-        } else {
-            Vec::new()
-        };
-        visits.push(Visit { id, av: atom.av, neighbours });
+        if wrapped {
+            return Ok((visits, Vec::new()));
+        }
+        // The end of the table: go on from its start, up to the cursor.
+        wrapped = true;
+        from = Vec::new();
     }
-    // Every row up to the end of the table was visited: the next step starts from the top.
-    let next = if rows.len() < budget { Vec::new() } else { last };
-    Ok((visits, next))
 }
 
 /// `atom`'s neighbours (see the module's comment), while `read` stays within `budget`.
@@ -239,10 +269,11 @@ mod tests {
     }
 
     #[test]
-    fn the_plan_uses_the_values_before_the_step_whatever_the_visiting_order() {
-        let a = visit(1, 10.0, 0.0, &[(2, 1.0)]);
-        let b = visit(2, 6.0, 0.0, &[(1, 1.0)]);
-        assert_eq!(plan(&[a.clone(), b.clone()], &step()), plan(&[b, a], &step()));
+    fn a_step_spends_the_values_before_it_not_what_it_passes_on() {
+        // Atom 2 passes on half of its own 6, not of 6 plus what atom 1 passes it.
+        let deltas = plan(&[visit(1, 10.0, 0.0, &[(2, 1.0)]), visit(2, 6.0, 0.0, &[(1, 1.0)])], &step());
+        assert_eq!(deltas[&1].sti, -1.0 - 5.0 + 3.0);
+        assert!((deltas[&2].sti - (5.0 - 0.6 - 3.0)).abs() < 1e-12, "{:?}", deltas[&2]);
     }
 
     #[test]

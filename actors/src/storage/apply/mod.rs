@@ -98,9 +98,10 @@ impl Applier<'_, '_> {
                 Err(e) => Err(e),
             },
             Command::SetTruth { id, tv } => self.update_atom(resolve(id), |a| a.tv = *tv)?,
-            Command::Stimulate { id, sti, lti } => self.update_atom(resolve(id), |a| {
-                a.av.sti += sti;
-                a.av.lti += lti;
+            Command::Stimulate { id, sti, lti, vlti } => self.update_atom(resolve(id), |a| {
+                a.av.sti = attention::bounded(a.av.sti + sti);
+                a.av.lti = attention::bounded(a.av.lti + lti);
+                a.av.vlti = vlti.unwrap_or(a.av.vlti);
             })?,
             Command::SetValue { id, key, value, expect } => match resolve(id) {
                 Ok(id) => self.set_value(id, key, value, expect.as_ref())?,
@@ -120,6 +121,7 @@ impl Applier<'_, '_> {
                 Ok(CommandResult::Ticked { time_ms: self.now })
             }
             Command::Attention { step } => Ok(attention::step(self.st, step)?),
+            Command::Forget { ids, lti_below } => self.forget(ids, *lti_below)?,
         })
     }
 

@@ -6,7 +6,7 @@
 use tempfile::TempDir;
 
 use super::{at, link, node, result, store};
-use crate::command::{AtomRef, AttentionStep, Command, CommandResult};
+use crate::command::{AtomRef, AttentionStep, Command, CommandResult, MAX_ATTENTION};
 use crate::model::{Atom, AtomId};
 use crate::storage::apply::attention::{holds_attention, recorded_sti};
 use crate::storage::keys::attention_key;
@@ -14,7 +14,7 @@ use crate::storage::reads::GraphReader;
 use crate::storage::{decode, StateMachineCore, Table};
 
 fn stimulate(id: AtomId, sti: f64) -> Command {
-    Command::Stimulate { id: AtomRef::Id(id), sti, lti: 0.0 }
+    Command::Stimulate { id: AtomRef::Id(id), sti, lti: 0.0, vlti: None }
 }
 
 fn step(budget: u64) -> Command {
@@ -54,6 +54,43 @@ fn table_in_step(core: &StateMachineCore) -> usize {
         .collect();
     assert_eq!(listed, expected, "the Attention table differs from the atoms' attention values");
     listed.len()
+}
+
+#[test]
+fn a_hub_passes_sti_only_as_far_as_the_budget_reads() {
+    let dir = TempDir::new().unwrap();
+    let core = store(&dir).core;
+    // 1 hub; leaves 2..=11; links 12..=21, each ListLink(hub, leaf).
+    let mut ops: Vec<Command> = (0..=10).map(|i| node(&format!("n{i}"))).collect();
+    ops.extend((1..=10).map(|leaf| link(vec![AtomRef::Op(0), AtomRef::Op(leaf)])));
+    core.apply(vec![at(1, "default", "", Command::Batch { ops })]).unwrap();
+    core.apply(vec![at(2, "default", "", stimulate(1, 100.0))]).unwrap();
+    // Budget 5: the hub (1 read), then link 12 and leaf 2, link 13 and leaf 3.
+    let r = result(core.apply(vec![at(3, "default", "", step(5))]).unwrap());
+    assert_eq!(r, CommandResult::Attended { visited: 1, changed: 3 });
+    assert_eq!(attention(&core, 2).0, 25.0);
+    assert_eq!(attention(&core, 3).0, 25.0);
+    assert!((4..=11).all(|leaf| attention(&core, leaf).0 == 0.0), "the budget was overrun");
+    assert_eq!(attention(&core, 1), (40.0, 1.0));
+}
+
+#[test]
+fn attention_stays_finite_however_much_is_stimulated() {
+    let dir = TempDir::new().unwrap();
+    let core = store(&dir).core;
+    core.apply(vec![at(1, "default", "", node("a"))]).unwrap();
+    for i in 0..3 {
+        let r = result(core.apply(vec![at(2 + i, "default", "", stimulate(1, MAX_ATTENTION))]).unwrap());
+        assert!(matches!(r, CommandResult::Atom { .. }), "{r:?}");
+    }
+    assert_eq!(attention(&core, 1).0, MAX_ATTENTION);
+    core.apply(vec![at(9, "default", "", step(10))]).unwrap();
+    assert!(attention(&core, 1).0.is_finite());
+    // Larger stimuli and budgets are refused before they are proposed.
+    assert!(stimulate(1, MAX_ATTENTION * 2.0).validate().is_err());
+    assert!(stimulate(1, f64::NAN).validate().is_err());
+    assert!(step(crate::command::MAX_ATTENTION_BUDGET + 1).validate().is_err());
+    assert!(step(crate::command::MAX_ATTENTION_BUDGET).validate().is_ok());
 }
 
 fn attention(core: &StateMachineCore, id: AtomId) -> (f64, f64) {
@@ -112,10 +149,12 @@ fn a_step_reads_within_its_budget_and_goes_round() {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(visited, vec![2, 2, 1, 2]);
-    // Every atom paid rent once in the first round, 1 and 2 twice by the fourth step.
-    assert_eq!(attention(&core, 1).0, 0.5 * 0.9 * 0.9);
-    assert_eq!(attention(&core, 5).0, 0.5 * 0.9);
+    // 1 2 | 3 4 | 5, then round to 1 | 2 3: every step spends its whole budget.
+    assert_eq!(visited, vec![2, 2, 2, 2]);
+    let rents = [2, 2, 2, 1, 1];
+    for (id, paid) in (1..=5).zip(rents) {
+        assert_eq!(attention(&core, id).0, 0.5 * 0.9f64.powi(paid), "atom {id}");
+    }
     table_in_step(&core);
 }
 
@@ -138,16 +177,28 @@ fn replicas_applying_the_same_entries_hold_identical_attention_which_fades_out()
         entries.push(at(2 + i as u64, "default", "", stimulate(id, 100.0 / (i as f64 + 1.0))));
     }
     entries.extend((0..3000).map(|i| at(10 + i, "default", "", step(25))));
-    for core in &cores {
-        for (i, entry) in entries.iter().enumerate() {
-            core.apply(vec![entry.clone()]).unwrap();
-            if i == 20 {
-                // Part way: diffusion brought atoms nobody stimulated into the focus.
-                let focus = GraphReader::new(core.clone()).with(|v| v.focus("default", 30)).unwrap().0;
-                assert!(focus.iter().any(|a| ![1, 7, 13, 22].contains(&a.id)), "{focus:?}");
-            }
+    // One replica applies entry by entry, the other in runs of 1, 7 and 64 entries (several
+    // steps through one write overlay, as a catch-up does).
+    for (i, entry) in entries.iter().enumerate() {
+        cores[0].apply(vec![entry.clone()]).unwrap();
+        if i == 20 {
+            // Part way: diffusion brought atoms nobody stimulated into the focus.
+            let focus = GraphReader::new(cores[0].clone()).with(|v| v.focus("default", 30)).unwrap().0;
+            assert!(focus.iter().any(|a| ![1, 7, 13, 22].contains(&a.id)), "{focus:?}");
         }
     }
+    let mut rest = &entries[..];
+    for run in [1, 7, 64].into_iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (now, later) = rest.split_at(run.min(rest.len()));
+        cores[1].apply(now.to_vec()).unwrap();
+        rest = later;
+    }
+    let cursor =
+        |core: &StateMachineCore| core.db.tables().get(Table::Meta).get(b"attention_cursor").unwrap();
+    assert_eq!(cursor(&cores[0]), cursor(&cores[1]), "the replicas' step cursors differ");
     let digests: Vec<_> = cores.iter().map(|c| c.digest().unwrap()).collect();
     assert_eq!(digests[0], digests[1], "two replicas disagree after the same attention steps");
     for id in 1..=60 {
@@ -157,4 +208,41 @@ fn replicas_applying_the_same_entries_hold_identical_attention_which_fades_out()
     assert!((1..=60).all(|id| attention(&cores[0], id).0 == 0.0), "STI did not fade out");
     assert!(table_in_step(&cores[0]) > 0, "no atom earned a wage");
     assert!(GraphReader::new(cores[0].clone()).with(|v| v.focus("default", 5)).unwrap().0.is_empty());
+}
+
+#[test]
+fn forgetting_takes_only_what_is_still_forgettable_and_never_cascades() {
+    let dir = TempDir::new().unwrap();
+    let core = store(&dir).core;
+    // 1 a, 2 b, 3 c, 4 d, 5 = ListLink(a, d).
+    let graph = Command::Batch {
+        ops: vec![node("a"), node("b"), node("c"), node("d"), link(vec![AtomRef::Op(0), AtomRef::Op(3)])],
+    };
+    core.apply(vec![at(1, "default", "", graph)]).unwrap();
+    let keep_forever = Command::Stimulate { id: AtomRef::Id(2), sti: 0.0, lti: 0.0, vlti: Some(true) };
+    let attended = Command::Stimulate { id: AtomRef::Id(3), sti: 2.0, lti: 5.0, vlti: None };
+    core.apply(vec![at(2, "default", "", keep_forever), at(3, "default", "", attended)]).unwrap();
+
+    let reader = GraphReader::new(core.clone());
+    let listed = reader.with(|v| v.forgettable("default", 1.0, None, 100)).unwrap();
+    assert_eq!(listed.items.iter().map(|a| a.id).collect::<Vec<_>>(), vec![5], "only the link is free");
+    assert!(reader.with(|v| v.forgettable("other", 1.0, None, 100)).unwrap().items.is_empty());
+
+    let forget = |ids: Vec<AtomId>| Command::Forget { ids, lti_below: 1.0 };
+    let r = result(core.apply(vec![at(4, "default", "", forget(vec![999, 5, 4, 3, 2, 1]))]).unwrap());
+    assert_eq!(r, CommandResult::Forgotten { removed: vec![5], kept: vec![1, 2, 3, 4, 999] });
+    // With the link gone, its members are free; b (vlti) and c (LTI 5) stay.
+    let listed = reader.with(|v| v.forgettable("default", 1.0, None, 100)).unwrap();
+    assert_eq!(listed.items.iter().map(|a| a.id).collect::<Vec<_>>(), vec![1, 4]);
+    let r = result(core.apply(vec![at(5, "default", "", forget(vec![1, 2, 3, 4]))]).unwrap());
+    assert_eq!(r, CommandResult::Forgotten { removed: vec![1, 4], kept: vec![2, 3] });
+    assert_eq!(table_in_step(&core), 1, "c's attention row stays, nothing else had one");
+    // Another space's command forgets nothing here.
+    let r = result(core.apply(vec![at(6, "elsewhere", "", forget(vec![2, 3]))]).unwrap());
+    assert_eq!(r, CommandResult::Forgotten { removed: vec![], kept: vec![2, 3] });
+    // Taking vlti away makes b forgettable.
+    let unmark = Command::Stimulate { id: AtomRef::Id(2), sti: 0.0, lti: 0.0, vlti: Some(false) };
+    core.apply(vec![at(7, "default", "", unmark)]).unwrap();
+    let listed = reader.with(|v| v.forgettable("default", 1.0, None, 1)).unwrap();
+    assert_eq!(listed.items.iter().map(|a| a.id).collect::<Vec<_>>(), vec![2]);
 }
