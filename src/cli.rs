@@ -71,6 +71,27 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Import NDJSON (one atom per line; see the README) into --space, streamed; running the
+    /// same file again resumes it.
+    Import {
+        file: PathBuf,
+        /// Entries already applied under this id are not applied again (default: the file's
+        /// hash).
+        #[arg(long)]
+        import_id: Option<String>,
+        /// How a repeated atom merges truth values: latest, highest_confidence or revision.
+        #[arg(long)]
+        merge: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Export --space as NDJSON (to --out, or stdout), from one consistent point.
+    Export {
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Recall by association: spread activation from sources and print what it reaches.
     Spread {
         #[command(flatten)]
@@ -324,6 +345,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Atom { command, target } => {
             runtime()?.block_on(atom(command, Client::new(target.addr)?.in_space(target.space)))
+        }
+        Command::Import { file, import_id, merge, target } => {
+            let addr = target.addr.first().cloned().unwrap_or_default();
+            let answer = runtime()?.block_on(crate::transfer::import(
+                &addr,
+                target.space.as_deref(),
+                &file,
+                import_id,
+                merge,
+            ))?;
+            print(&answer);
+            Ok(())
+        }
+        Command::Export { out, target } => {
+            let addr = target.addr.first().cloned().unwrap_or_default();
+            let end = runtime()?.block_on(crate::transfer::export(
+                &addr,
+                target.space.as_deref(),
+                out.as_deref(),
+            ))?;
+            if out.is_some() {
+                print(&end);
+            }
+            Ok(())
         }
         Command::Spread { args, target } => {
             let body = spread_body(args)?;

@@ -1,6 +1,6 @@
 //! `cograft demo`: a local 3-node cluster, a sample knowledge graph (an animal taxonomy with
-//! inheritance and evaluation links), queries against different nodes, the cluster's status,
-//! and a clean stop.
+//! inheritance and evaluation links), queries against different nodes, a spread, attention
+//! diffusing from a stimulated atom, the cluster's status and digests, and a clean stop.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -112,6 +112,58 @@ async fn spread_from_cat(follower: &str, loaded_at: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stimulates 'cat', lets the leader's attention steps diffuse it for a few seconds, and shows
+/// the focus every node answers at its applied index.
+async fn attention_on_cat(client: &crate::client::Client, addrs: &[String]) -> anyhow::Result<()> {
+    let cat = client.call(Method::GET, "/v1/atoms?type=ConceptNode&name=cat", None).await?["atoms"][0]["id"]
+        .clone();
+    client.call(Method::POST, &format!("/v1/atoms/{cat}/stimulate"), Some(&json!({ "sti": 20.0 }))).await?;
+    println!("== attention: 'cat' stimulated (STI 20); the leader's ECAN steps diffuse it once a second");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for (i, addr) in addrs.iter().enumerate() {
+        let node = crate::client::Client::new(vec![addr.clone()])?;
+        let focus = node.call(Method::GET, "/v1/attention/focus?top_k=5&consistency=stale", None).await?;
+        let atoms: Vec<String> = focus["focus"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let name = a["name"].as_str().map(String::from).unwrap_or_else(|| format!("{}", a["type"]));
+                format!("{name} {:.2}", a["av"]["sti"].as_f64().unwrap_or(0.0))
+            })
+            .collect();
+        println!("   node {} focus at index {}: {}", i + 1, focus["applied_index"], atoms.join(", "));
+    }
+    Ok(())
+}
+
+/// Every node's digest, read until all report the same applied index (attention steps keep
+/// the log moving), at most a few seconds.
+async fn digests(addrs: &[String]) -> anyhow::Result<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut read = Vec::new();
+        for addr in addrs {
+            let d = crate::client::Client::new(vec![addr.clone()])?
+                .call(Method::GET, "/admin/digest", None)
+                .await?;
+            read.push((d["node_id"].clone(), d["applied_index"].as_u64().unwrap_or(0), d["digest"].clone()));
+        }
+        if read.windows(2).all(|w| w[0].1 == w[1].1) || Instant::now() > deadline {
+            return Ok(read
+                .iter()
+                .map(|(node, index, digest)| {
+                    format!(
+                        "node {node} index {index} {}",
+                        digest.as_str().and_then(|d| d.get(..16)).unwrap_or("?")
+                    )
+                })
+                .collect());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs the demo end to end.
 pub async fn run(dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
     if dir.exists() {
@@ -172,6 +224,7 @@ pub async fn run(dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
     }
 
     spread_from_cat(&follower, loaded_at).await?;
+    attention_on_cat(&client, &addrs).await?;
 
     println!("== compare-and-set on a named value of 'cat'");
     let cat = client.call(Method::GET, "/v1/atoms?type=ConceptNode&name=cat", None).await?["atoms"][0]["id"]
@@ -203,19 +256,7 @@ pub async fn run(dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
 
     println!("== cluster status");
     cluster::print_status(&cluster).await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut digests = Vec::new();
-    for addr in &addrs {
-        let d =
-            crate::client::Client::new(vec![addr.clone()])?.call(Method::GET, "/admin/digest", None).await?;
-        digests.push(format!(
-            "node {} index {} {}",
-            d["node_id"],
-            d["applied_index"],
-            &d["digest"].as_str().unwrap_or("")[..16]
-        ));
-    }
-    println!("   state digests: {}", digests.join(" | "));
+    println!("   state digests: {}", digests(&addrs).await?.join(" | "));
     println!("== stopping the nodes (SIGTERM)");
     cluster.stop(Duration::from_secs(30))?;
     println!("demo finished; data kept in {}", dir.display());

@@ -10,6 +10,7 @@ mod cluster;
 mod config;
 mod demo;
 mod node;
+mod transfer;
 
 use clap::Parser;
 

@@ -397,6 +397,12 @@ impl Command {
         self.validate_at(None)
     }
 
+    /// Checks a command that will be one op of a batch: its own fields; its `$N` references
+    /// are the batch's to check.
+    pub fn validate_as_op(&self) -> Result<(), String> {
+        self.validate_at(Some(usize::MAX))
+    }
+
     fn validate_at(&self, position: Option<usize>) -> Result<(), String> {
         let check_ref = |r: &AtomRef| match (r, position) {
             (AtomRef::Op(n), Some(p)) if *n >= p => {

@@ -170,10 +170,22 @@ impl Drop for ClearOnDrop {
     }
 }
 
+#[derive(Debug, Deserialize)]
+struct DigestParams {
+    /// The content digest of `?space=` instead: ids and times left out (see `storage::content`).
+    #[serde(default)]
+    content: bool,
+}
+
 /// The digest walks the whole state (seconds at a million atoms), off the apply lock and off
 /// the read pool; one at a time per node, and a second request meanwhile answers 429 at once
 /// instead of queueing behind it.
-async fn digest(state: State) -> Result<HttpResponse, ApiError> {
+async fn digest(
+    state: State,
+    req: actix_web::HttpRequest,
+    q: web::Query<DigestParams>,
+) -> Result<HttpResponse, ApiError> {
+    let space = if q.content { Some(super::client::space_of(&req)?) } else { None };
     if state.digest_running.swap(true, std::sync::atomic::Ordering::AcqRel) {
         return Err(ApiError {
             retry_after_s: Some(5),
@@ -187,10 +199,24 @@ async fn digest(state: State) -> Result<HttpResponse, ApiError> {
     // Cleared however this ends, also if the request is dropped while the digest runs.
     let _running = ClearOnDrop(state.digest_running.clone());
     let reader = state.reader.clone();
-    let computed = tokio::task::spawn_blocking(move || reader.digest()).await;
-    let (index, digest) = computed.map_err(|e| {
+    let failed = |e: tokio::task::JoinError| {
         ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "digest_failed", e.to_string())
-    })??;
+    };
+    if let Some(space) = space {
+        let d = tokio::task::spawn_blocking(move || reader.content_digest(&space).map(|d| (space, d)))
+            .await
+            .map_err(failed)??;
+        let (space, d) = d;
+        return Ok(HttpResponse::Ok().json(json!({
+            "node_id": state.node_id,
+            "space": space,
+            "applied_index": d.applied_index,
+            "content_digest": d.digest,
+            "atoms": d.atoms,
+            "values": d.values,
+        })));
+    }
+    let (index, digest) = tokio::task::spawn_blocking(move || reader.digest()).await.map_err(failed)??;
     Ok(HttpResponse::Ok().json(json!({ "node_id": state.node_id, "applied_index": index, "digest": digest })))
 }
 

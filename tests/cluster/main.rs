@@ -18,3 +18,4 @@ mod semantics;
 mod snapshots;
 mod spaces;
 mod spreading;
+mod transfer;

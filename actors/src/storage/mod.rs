@@ -4,6 +4,7 @@
 
 pub mod actor;
 pub mod apply;
+pub mod content;
 pub mod durable;
 pub mod events;
 pub mod keys;

@@ -39,7 +39,7 @@ impl GraphReader {
     /// Every atom, in id order, as of the applied index it answers (from a point-in-time view,
     /// so apply goes on; for building in-memory indexes).
     pub fn scan_atoms(&self, mut each: impl FnMut(Atom)) -> Result<u64> {
-        let err = |e: std::io::Error| Error::Storage { dir: self.core.db.dir.clone(), cause: e.to_string() };
+        let err = |e: std::io::Error| self.storage_error(e);
         self.core
             .scan_atoms(|bytes| {
                 each(decode(bytes, "atom")?);
@@ -56,7 +56,27 @@ impl GraphReader {
 
     /// The digest, from a point-in-time view (it does not hold the read gate: see `whole_state`).
     pub fn digest(&self) -> Result<(u64, String)> {
-        self.core.digest().map_err(|e| Error::Storage { dir: self.core.db.dir.clone(), cause: e.to_string() })
+        self.core.digest().map_err(|e| self.storage_error(e))
+    }
+
+    /// The content digest of one space (see `content`).
+    pub fn content_digest(&self, space: &str) -> Result<super::content::ContentDigest> {
+        self.core.content_digest(space).map_err(|e| self.storage_error(e))
+    }
+
+    /// Every atom of `space`, then every named value of them, from a point-in-time view (see
+    /// `content`); answers the applied index it reflects.
+    pub fn walk_space(
+        &self,
+        space: &str,
+        atom: impl FnMut(&Atom) -> std::io::Result<()>,
+        value: impl FnMut(AtomId, &str, &[u8]) -> std::io::Result<()>,
+    ) -> Result<u64> {
+        self.core.walk_space(space, atom, value).map_err(|e| self.storage_error(e))
+    }
+
+    fn storage_error(&self, e: std::io::Error) -> Error {
+        Error::Storage { dir: self.core.db.dir.clone(), cause: e.to_string() }
     }
 }
 

@@ -20,7 +20,7 @@ const INSTALL_BATCH_ROWS: usize = 1_000;
 
 impl StateMachineCore {
     /// Opens a view at the current applied index; answers it with the index and membership.
-    fn open_view(&self) -> io::Result<(super::view::View, Option<LogId>, StoredMembership)> {
+    pub(super) fn open_view(&self) -> io::Result<(super::view::View, Option<LogId>, StoredMembership)> {
         let _apply = locked(&self.write_lock);
         let tables = self.db.tables();
         let applied: Option<LogId> = Self::meta_in(&tables, META_LAST_APPLIED)?.flatten();

@@ -1,0 +1,119 @@
+//! One memory space's content, independent of ids and times: walked from a point-in-time view
+//! (for export), and hashed into the **content digest**, equal on two clusters that hold the
+//! same atoms (types, names, outgoing sets by content), truth values and named values, whatever
+//! ids and times they were given. Attention values, creation times and ids are left out: an
+//! export carries none of them.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::io;
+
+use super::state_machine::StateMachineCore;
+use super::{decode, from_be, Table};
+use crate::model::{Atom, AtomId, AtomKind};
+
+/// What the content digest answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentDigest {
+    pub applied_index: u64,
+    pub atoms: u64,
+    pub values: u64,
+    pub digest: String,
+}
+
+impl StateMachineCore {
+    /// Hands `atom` every atom of `space` in id order (so a link comes after its members), then
+    /// `value` every named value of those atoms (by atom id, then key), all as of the applied
+    /// index it answers; apply goes on meanwhile, snapshot builds and installs wait (the walk
+    /// reads one generation of trees, which an install would drop).
+    pub fn walk_space(
+        &self,
+        space: &str,
+        mut atom: impl FnMut(&Atom) -> io::Result<()>,
+        mut value: impl FnMut(AtomId, &str, &[u8]) -> io::Result<()>,
+    ) -> io::Result<u64> {
+        let _one = super::state_machine::locked(&self.snapshot_lock);
+        let (view, applied, _) = self.open_view()?;
+        let mut ids = HashSet::new();
+        view.scan(Table::Atoms, |_, bytes| {
+            let a: Atom = decode(bytes, "atom")?;
+            if a.space == space {
+                ids.insert(a.id);
+                atom(&a)?;
+            }
+            Ok(())
+        })?;
+        view.scan(Table::Values, |key, bytes| {
+            let id = from_be(&key[..8]);
+            if !ids.contains(&id) {
+                return Ok(());
+            }
+            let name = std::str::from_utf8(&key[8..]).map_err(io::Error::other)?;
+            value(id, name, bytes)
+        })?;
+        Ok(applied.map(|l| l.index).unwrap_or(0))
+    }
+
+    /// The content digest of `space` (see the module's comment).
+    pub fn content_digest(&self, space: &str) -> io::Result<ContentDigest> {
+        // Per atom: the hash of what it is (type and name, or type and its members' hashes),
+        // and of its truth value; then of its named values.
+        let mut identity: HashMap<AtomId, blake3::Hash> = HashMap::new();
+        // Both callbacks add to the records, one after the other.
+        let record: RefCell<HashMap<AtomId, blake3::Hasher>> = RefCell::default();
+        let mut values = 0;
+        let applied = self.walk_space(
+            space,
+            |atom| {
+                let mut h = blake3::Hasher::new();
+                match &atom.kind {
+                    AtomKind::Node { name } => {
+                        h.update(b"node\0").update(atom.atom_type.as_bytes()).update(b"\0");
+                        h.update(name.as_bytes());
+                    }
+                    AtomKind::Link { outgoing } => {
+                        h.update(b"link\0").update(atom.atom_type.as_bytes()).update(b"\0");
+                        for member in outgoing {
+                            let member = identity.get(member).ok_or_else(|| {
+                                io::Error::other(format!("link {} names a missing member {member}", atom.id))
+                            })?;
+                            h.update(member.as_bytes());
+                        }
+                    }
+                }
+                let id = h.finalize();
+                identity.insert(atom.id, id);
+                let mut r = blake3::Hasher::new();
+                r.update(id.as_bytes());
+                r.update(&atom.tv.strength.to_bits().to_be_bytes());
+                r.update(&atom.tv.confidence.to_bits().to_be_bytes());
+                record.borrow_mut().insert(atom.id, r);
+                Ok(())
+            },
+            |id, key, bytes| {
+                values += 1;
+                let mut records = record.borrow_mut();
+                let r = records
+                    .get_mut(&id)
+                    .ok_or_else(|| io::Error::other(format!("values of a missing atom {id}")))?;
+                r.update(&(key.len() as u64).to_be_bytes()).update(key.as_bytes());
+                r.update(&(bytes.len() as u64).to_be_bytes()).update(bytes);
+                Ok(())
+            },
+        )?;
+        let mut records: Vec<[u8; 32]> =
+            record.into_inner().values().map(|r| *r.finalize().as_bytes()).collect();
+        records.sort_unstable();
+        let mut all = blake3::Hasher::new();
+        all.update(&(records.len() as u64).to_be_bytes());
+        for r in &records {
+            all.update(r);
+        }
+        Ok(ContentDigest {
+            applied_index: applied,
+            atoms: records.len() as u64,
+            values,
+            digest: all.finalize().to_hex().to_string(),
+        })
+    }
+}

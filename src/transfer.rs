@@ -1,0 +1,109 @@
+//! `cograft import FILE` and `cograft export`: NDJSON through `POST /v1/import` and
+//! `GET /v1/export`, both streamed (a file is never read whole, an export never held in
+//! memory). An import's id defaults to the BLAKE3 hash of the file, so running the same file
+//! again resumes it: entries already applied answer from the idempotency table.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Bytes read from the file per chunk of the request body.
+const CHUNK: usize = 256 * 1024;
+
+fn http() -> anyhow::Result<reqwest::Client> {
+    // No overall timeout: an import or export of a large graph takes minutes.
+    Ok(reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5)).build()?)
+}
+
+fn space_query(space: Option<&str>) -> String {
+    space.map(|s| format!("space={s}")).unwrap_or_default()
+}
+
+/// The file's BLAKE3 hash, as an import id.
+fn file_id(path: &Path) -> anyhow::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok(hasher.finalize().to_hex()[..32].to_string())
+}
+
+/// Streams `file` into `space`; answers the server's report.
+pub async fn import(
+    addr: &str,
+    space: Option<&str>,
+    file: &Path,
+    import_id: Option<String>,
+    merge: Option<String>,
+) -> anyhow::Result<Value> {
+    let import_id = match import_id {
+        Some(id) => id,
+        None => file_id(file).with_context(|| format!("reading {}", file.display()))?,
+    };
+    let mut query = vec![space_query(space), format!("import_id={import_id}")];
+    if let Some(merge) = merge {
+        query.push(format!("merge={merge}"));
+    }
+    let source = tokio::fs::File::open(file).await.with_context(|| format!("opening {}", file.display()))?;
+    let body = futures_util::stream::unfold(source, |mut source| async move {
+        let mut buf = vec![0; CHUNK];
+        match source.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(buf), source))
+            }
+            Err(e) => Some((Err(e), source)),
+        }
+    });
+    let url = format!("http://{addr}/v1/import?{}", query.join("&"));
+    let response = http()?
+        .post(url)
+        .header("content-type", "application/x-ndjson")
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .with_context(|| format!("sending {} to {addr}", file.display()))?;
+    let status = response.status();
+    let answer: Value = response.json().await.context("reading the import's answer")?;
+    if !status.is_success() {
+        bail!(
+            "the import stopped ({status}): {answer}. Run the same command again to resume it \
+             (import id {import_id})"
+        );
+    }
+    Ok(answer)
+}
+
+/// Streams `space` into `out` (stdout when `None`); answers the export's end line.
+pub async fn export(addr: &str, space: Option<&str>, out: Option<&Path>) -> anyhow::Result<Value> {
+    let url = format!("http://{addr}/v1/export?{}", space_query(space));
+    let mut response =
+        http()?.get(url).send().await.with_context(|| format!("asking {addr} for an export"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        bail!("the export was refused ({status}): {}", response.text().await.unwrap_or_default());
+    }
+    let mut sink: Box<dyn tokio::io::AsyncWrite + Unpin> = match out {
+        Some(path) => Box::new(
+            tokio::fs::File::create(path).await.with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => Box::new(tokio::io::stdout()),
+    };
+    // The last line says whether the export is whole.
+    let mut last_line = Vec::new();
+    while let Some(chunk) = response.chunk().await.context("reading the export")? {
+        sink.write_all(&chunk).await?;
+        match chunk[..chunk.len().saturating_sub(1)].iter().rposition(|b| *b == b'\n') {
+            Some(at) => last_line = chunk[at + 1..].to_vec(),
+            None => last_line.extend_from_slice(&chunk),
+        }
+    }
+    sink.flush().await?;
+    let last: Value = serde_json::from_slice(&last_line).unwrap_or(Value::Null);
+    match (&last["end"], &last["error"]) {
+        (Value::Object(_), _) => Ok(last["end"].clone()),
+        (_, Value::String(e)) => bail!("the export failed midway: {e}"),
+        _ => bail!("the export ended without its end line: it was cut short"),
+    }
+}
