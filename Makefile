@@ -117,6 +117,7 @@ bench: deps wordnet-deps similarity-deps
 	./target/release/cograft bench recall --pairs $(SIMILARITY)
 	./target/release/cograft bench
 	./target/release/cograft bench scale
+	./target/release/cograft bench import
 
 clean-demo:
 	rm -rf .demo

@@ -157,6 +157,12 @@ enum BenchWhat {
         #[arg(long, default_value_t = 500)]
         batch_ops: usize,
     },
+    /// Bulk import at WordNet size on a fresh 3-node cluster: atoms/s through `cograft import`,
+    /// then an export and every node's content digest.
+    Import {
+        #[arg(long, default_value = "/usr/share/wordnet")]
+        wordnet: PathBuf,
+    },
     /// Recall quality: Spearman's rho between spreading activation over WordNet 3.0 and human
     /// relatedness judgements (MEN to tune on, RG-65 to check on).
     Recall {
@@ -329,6 +335,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let args = crate::bench::scale::ScaleArgs { dir, base_port, wordnet, attach, batch_ops };
             runtime()?.block_on(crate::bench::scale::run(args))
         }
+        Command::Bench { what: Some(BenchWhat::Import { wordnet }), dir, base_port, .. } => runtime()?
+            .block_on(crate::bench::import::run(crate::bench::import::ImportArgs {
+                dir,
+                base_port,
+                wordnet,
+            })),
         Command::Bench { what: Some(BenchWhat::Recall { wordnet, pairs, parameters }), .. } => {
             crate::bench::recall::run(crate::bench::recall::RecallArgs { wordnet, pairs, parameters })
         }

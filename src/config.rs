@@ -210,8 +210,11 @@ impl Settings {
                 bail!("{key} must be positive");
             }
         }
-        if self.api.max_entry_bytes == 0 || self.api.max_entry_bytes > 100 * 1024 {
-            bail!("api.max_entry_bytes must be in 1..=102400: sled writes larger values to blob files it never syncs");
+        if self.api.max_entry_bytes < 4096 || self.api.max_entry_bytes > 100 * 1024 {
+            bail!(
+                "api.max_entry_bytes must be in 4096..=102400: sled writes larger values to blob files it \
+                 never syncs, and smaller entries hold too little of an import"
+            );
         }
         if self.api.body_limit_bytes == 0 || self.api.workers == 0 || self.api.max_list == 0 {
             bail!("api.body_limit_bytes, api.workers and api.max_list must be positive");

@@ -142,6 +142,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         db: stores.db.clone(),
         reader,
         digest_running: Arc::default(),
+        export_running: Arc::default(),
     });
     let body_limit = settings.api.body_limit_bytes;
     let server = HttpServer::new(move || {

@@ -65,7 +65,8 @@ pub async fn import(
         .await
         .with_context(|| format!("sending {} to {addr}", file.display()))?;
     let status = response.status();
-    let answer: Value = response.json().await.context("reading the import's answer")?;
+    let text = response.text().await.context("reading the import's answer")?;
+    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if !status.is_success() {
         bail!(
             "the import stopped ({status}): {answer}. Run the same command again to resume it \
@@ -91,13 +92,10 @@ pub async fn export(addr: &str, space: Option<&str>, out: Option<&Path>) -> anyh
         None => Box::new(tokio::io::stdout()),
     };
     // The last line says whether the export is whole.
-    let mut last_line = Vec::new();
+    let mut last_line: Vec<u8> = Vec::new();
     while let Some(chunk) = response.chunk().await.context("reading the export")? {
         sink.write_all(&chunk).await?;
-        match chunk[..chunk.len().saturating_sub(1)].iter().rposition(|b| *b == b'\n') {
-            Some(at) => last_line = chunk[at + 1..].to_vec(),
-            None => last_line.extend_from_slice(&chunk),
-        }
+        keep_last_line(&mut last_line, &chunk);
     }
     sink.flush().await?;
     let last: Value = serde_json::from_slice(&last_line).unwrap_or(Value::Null);
@@ -105,5 +103,33 @@ pub async fn export(addr: &str, space: Option<&str>, out: Option<&Path>) -> anyh
         (Value::Object(_), _) => Ok(last["end"].clone()),
         (_, Value::String(e)) => bail!("the export failed midway: {e}"),
         _ => bail!("the export ended without its end line: it was cut short"),
+    }
+}
+
+/// Appends `chunk` to `tail` and keeps only its last line (with its newline, if it has one).
+fn keep_last_line(tail: &mut Vec<u8>, chunk: &[u8]) {
+    tail.extend_from_slice(chunk);
+    let body = tail.strip_suffix(b"\n").unwrap_or(tail);
+    if let Some(at) = body.iter().rposition(|b| *b == b'\n') {
+        tail.drain(..=at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_last_line;
+
+    #[test]
+    fn the_last_line_is_found_however_the_stream_is_cut() {
+        let stream = b"{\"key\":\"a1\"}\n{\"key\":\"a2\"}\n{\"end\":{}}\n";
+        for cut in 0..stream.len() {
+            for second in cut..stream.len() {
+                let mut tail = Vec::new();
+                for chunk in [&stream[..cut], &stream[cut..second], &stream[second..]] {
+                    keep_last_line(&mut tail, chunk);
+                }
+                assert_eq!(tail, b"{\"end\":{}}\n", "cut at {cut} and {second}");
+            }
+        }
     }
 }

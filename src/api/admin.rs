@@ -161,15 +161,6 @@ async fn snapshot(state: State) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Accepted().json(json!({ "snapshot": "triggered" })))
 }
 
-/// Clears a flag when dropped.
-struct ClearOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for ClearOnDrop {
-    fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::Release);
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct DigestParams {
     /// The content digest of `?space=` instead: ids and times left out (see `storage::content`).
@@ -197,7 +188,7 @@ async fn digest(
         });
     }
     // Cleared however this ends, also if the request is dropped while the digest runs.
-    let _running = ClearOnDrop(state.digest_running.clone());
+    let _running = super::ClearOnDrop(state.digest_running.clone());
     let reader = state.reader.clone();
     let failed = |e: tokio::task::JoinError| {
         ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "digest_failed", e.to_string())

@@ -28,6 +28,15 @@ use cograft_actors::storage::metrics::StorageMetrics;
 
 use crate::config::Settings;
 
+/// Clears a flag when dropped (however the work that set it ends).
+pub struct ClearOnDrop(pub Arc<AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// A JSON body a route may go without: empty means `T::default()`, anything else must parse.
 /// (actix's `Option<Json<T>>` answers `None` for a body that does not parse, which would turn
 /// a misspelled field into the defaults.)
@@ -61,6 +70,8 @@ pub struct AppState {
     pub reader: cograft_actors::storage::reads::GraphReader,
     /// Set while this node computes a digest.
     pub digest_running: Arc<AtomicBool>,
+    /// Set while this node streams an export.
+    pub export_running: Arc<AtomicBool>,
 }
 
 /// Mounts every surface and the JSON error handling on an App.

@@ -57,6 +57,54 @@ impl WordNet {
     }
 }
 
+impl WordNet {
+    /// The graph as import NDJSON (the same atoms `bench scale` loads through `/v1/batch`):
+    /// keys `s:`, `w:` and `p:` for synsets, words and relations. Answers the lines written.
+    pub fn write_ndjson(&self, out: &mut impl std::io::Write) -> anyhow::Result<usize> {
+        let mut lines = 0;
+        let mut line = |out: &mut dyn std::io::Write, value: serde_json::Value| -> anyhow::Result<()> {
+            lines += 1;
+            serde_json::to_writer(&mut *out, &value)?;
+            Ok(out.write_all(b"\n")?)
+        };
+        for s in &self.synsets {
+            line(
+                out,
+                serde_json::json!({ "key": format!("s:{}", s.key), "type": "ConceptNode", "name": s.key }),
+            )?;
+        }
+        for w in self.words() {
+            line(out, serde_json::json!({ "key": format!("w:{w}"), "type": "WordNode", "name": w }))?;
+        }
+        for r in self.relations() {
+            line(out, serde_json::json!({ "key": format!("p:{r}"), "type": "PredicateNode", "name": r }))?;
+        }
+        let mut lists = 0;
+        for s in &self.synsets {
+            let concept = serde_json::json!({ "key": format!("s:{}", s.key) });
+            for w in &s.words {
+                let members = [serde_json::json!({ "key": format!("w:{w}") }), concept.clone()];
+                line(out, serde_json::json!({ "type": "MemberLink", "outgoing": members }))?;
+            }
+            for (relation, target) in &s.relations {
+                lists += 1;
+                let target = serde_json::json!({ "key": format!("s:{target}") });
+                let list = format!("l:{lists}");
+                line(
+                    out,
+                    serde_json::json!({ "key": list, "type": "ListLink", "outgoing": [concept, target] }),
+                )?;
+                let members = [
+                    serde_json::json!({ "key": format!("p:{relation}") }),
+                    serde_json::json!({ "key": list }),
+                ];
+                line(out, serde_json::json!({ "type": "EvaluationLink", "outgoing": members }))?;
+            }
+        }
+        Ok(lines)
+    }
+}
+
 fn parse(line: &str) -> anyhow::Result<Synset> {
     let fields = line.split_once(" | ").map(|(f, _gloss)| f).unwrap_or(line);
     let f: Vec<&str> = fields.split_whitespace().collect();

@@ -57,11 +57,22 @@ impl StateMachineCore {
     /// The content digest of `space` (see the module's comment).
     pub fn content_digest(&self, space: &str) -> io::Result<ContentDigest> {
         // Per atom: the hash of what it is (type and name, or type and its members' hashes),
-        // and of its truth value; then of its named values.
-        let mut identity: HashMap<AtomId, blake3::Hash> = HashMap::new();
-        // Both callbacks add to the records, one after the other.
-        let record: RefCell<HashMap<AtomId, blake3::Hasher>> = RefCell::default();
+        // and the hash of that with its truth value and its named values (which arrive after
+        // every atom, in atom order, so one hasher at a time gathers them).
+        let mut identity: HashMap<AtomId, [u8; 32]> = HashMap::new();
+        let records: RefCell<HashMap<AtomId, [u8; 32]>> = RefCell::default();
         let mut values = 0;
+        let mut current: Option<(AtomId, blake3::Hasher)> = None;
+        let finish = |current: Option<(AtomId, blake3::Hasher)>| {
+            if let Some((id, hasher)) = current {
+                let mut records = records.borrow_mut();
+                if let Some(record) = records.get_mut(&id) {
+                    let with_values =
+                        blake3::Hasher::new().update(record).update(hasher.finalize().as_bytes()).finalize();
+                    *record = *with_values.as_bytes();
+                }
+            }
+        };
         let applied = self.walk_space(
             space,
             |atom| {
@@ -77,32 +88,32 @@ impl StateMachineCore {
                             let member = identity.get(member).ok_or_else(|| {
                                 io::Error::other(format!("link {} names a missing member {member}", atom.id))
                             })?;
-                            h.update(member.as_bytes());
+                            h.update(member);
                         }
                     }
                 }
-                let id = h.finalize();
+                let id = *h.finalize().as_bytes();
                 identity.insert(atom.id, id);
                 let mut r = blake3::Hasher::new();
-                r.update(id.as_bytes());
+                r.update(&id);
                 r.update(&atom.tv.strength.to_bits().to_be_bytes());
                 r.update(&atom.tv.confidence.to_bits().to_be_bytes());
-                record.borrow_mut().insert(atom.id, r);
+                records.borrow_mut().insert(atom.id, *r.finalize().as_bytes());
                 Ok(())
             },
             |id, key, bytes| {
                 values += 1;
-                let mut records = record.borrow_mut();
-                let r = records
-                    .get_mut(&id)
-                    .ok_or_else(|| io::Error::other(format!("values of a missing atom {id}")))?;
-                r.update(&(key.len() as u64).to_be_bytes()).update(key.as_bytes());
-                r.update(&(bytes.len() as u64).to_be_bytes()).update(bytes);
+                if current.as_ref().is_some_and(|(at, _)| *at != id) {
+                    finish(current.take());
+                }
+                let (_, h) = current.get_or_insert_with(|| (id, blake3::Hasher::new()));
+                h.update(&(key.len() as u64).to_be_bytes()).update(key.as_bytes());
+                h.update(&(bytes.len() as u64).to_be_bytes()).update(bytes);
                 Ok(())
             },
         )?;
-        let mut records: Vec<[u8; 32]> =
-            record.into_inner().values().map(|r| *r.finalize().as_bytes()).collect();
+        finish(current.take());
+        let mut records: Vec<[u8; 32]> = records.into_inner().into_values().collect();
         records.sort_unstable();
         let mut all = blake3::Hasher::new();
         all.update(&(records.len() as u64).to_be_bytes());

@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::time::Duration;
 
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -21,6 +22,9 @@ use crate::api::AppState;
 
 /// Bytes gathered before a chunk goes to the client.
 const CHUNK: usize = 64 * 1024;
+/// How long the client may take to accept a chunk before the export is given up: the walk
+/// holds off this node's snapshot builds and installs while it runs.
+const STALL: Duration = Duration::from_secs(30);
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/export", web::get().to(export));
@@ -48,6 +52,7 @@ fn atom_line(atom: &Atom) -> Value {
 struct Writer {
     buf: Vec<u8>,
     tx: mpsc::Sender<Result<Bytes, io::Error>>,
+    runtime: tokio::runtime::Handle,
     atoms: u64,
     values: u64,
     /// Named values come ordered by atom: each atom's go out as one line.
@@ -66,7 +71,12 @@ impl Writer {
 
     fn flush(&mut self) -> io::Result<()> {
         let chunk = Bytes::from(std::mem::take(&mut self.buf));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| io::Error::other("the client went away"))
+        self.runtime.block_on(self.tx.send_timeout(Ok(chunk), STALL)).map_err(|e| match e {
+            mpsc::error::SendTimeoutError::Timeout(_) => {
+                io::Error::other(format!("the client took more than {} s to read on", STALL.as_secs()))
+            }
+            mpsc::error::SendTimeoutError::Closed(_) => io::Error::other("the client went away"),
+        })
     }
 
     fn atom(&mut self, atom: &Atom) -> io::Result<()> {
@@ -117,11 +127,25 @@ async fn export(
     if !q.stale()? {
         state.raft.send(cograft_actors::raft::actor::ReadBarrier).await??;
     }
+    if state.export_running.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return Err(ApiError {
+            retry_after_s: Some(10),
+            ..ApiError::new(
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                "export_running",
+                "this node is streaming an export already (one at a time); retry when it is done",
+            )
+        });
+    }
+    let running = crate::api::ClearOnDrop(state.export_running.clone());
+    let runtime = tokio::runtime::Handle::current();
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, io::Error>>(16);
     let reader = state.reader.clone();
     tokio::task::spawn_blocking(move || {
+        let _running = running;
         let writer =
-            RefCell::new(Writer { buf: Vec::with_capacity(CHUNK), tx, atoms: 0, values: 0, pending: None });
+            Writer { buf: Vec::with_capacity(CHUNK), tx, runtime, atoms: 0, values: 0, pending: None };
+        let writer = RefCell::new(writer);
         let walked = reader.walk_space(
             &space,
             |atom| writer.borrow_mut().atom(atom),

@@ -30,6 +30,8 @@ use crate::api::AppState;
 
 /// Longest line read.
 const MAX_LINE: usize = 1 << 20;
+/// Keys an import may define (each costs the node memory until the import ends).
+const MAX_KEYS: usize = 10_000_000;
 /// Errors an answer lists (`error_count` has them all).
 const MAX_LISTED_ERRORS: usize = 1000;
 /// Room left in an entry for the proposal around the ops.
@@ -65,14 +67,40 @@ struct Line {
 #[serde(untagged)]
 enum Member {
     Id(AtomId),
-    Key {
-        key: String,
-    },
-    Node {
-        #[serde(rename = "type")]
-        atom_type: String,
-        name: String,
-    },
+    Key(KeyRef),
+    Node(NodeRef),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRef {
+    key: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeRef {
+    #[serde(rename = "type")]
+    atom_type: String,
+    name: String,
+}
+
+impl Line {
+    /// Export's last line, and nothing else.
+    fn is_end(&self) -> bool {
+        self.end.is_some()
+            && self.key.is_none()
+            && self.atom_type.is_none()
+            && self.name.is_none()
+            && self.outgoing.is_none()
+            && self.tv.is_none()
+            && self.values.is_none()
+    }
+
+    /// Whether a member of this line is the atom `id`.
+    fn names_id(&self, id: AtomId) -> bool {
+        self.outgoing.iter().flatten().any(|m| matches!(m, Member::Id(i) if *i == id))
+    }
 }
 
 /// The lines of one entry and the ops they became.
@@ -128,8 +156,8 @@ impl Batch {
                 for member in members {
                     outgoing.push(match member {
                         Member::Id(id) => AtomRef::Id(*id),
-                        Member::Key { key } => resolve(key)?,
-                        Member::Node { atom_type, name } => {
+                        Member::Key(KeyRef { key }) => resolve(key)?,
+                        Member::Node(NodeRef { atom_type, name }) => {
                             let (atom_type, name) = (atom_type.clone(), name.clone());
                             ops.push(Command::AddNode { atom_type, name, tv: None, merge });
                             AtomRef::Op(base + ops.len() - 1)
@@ -210,6 +238,8 @@ struct Importer<'a> {
     max_bytes: usize,
     /// Keys of lines already imported -> their atoms.
     known: HashMap<String, AtomId>,
+    /// Set once `known` reached [`MAX_KEYS`].
+    keys_full: bool,
     batch: Batch,
     tally: Tally,
 }
@@ -227,7 +257,7 @@ impl Importer<'_> {
                 return Ok(());
             }
         };
-        if line.end.is_some() {
+        if line.is_end() {
             return Ok(());
         }
         let mut added = self.batch.add(no, line.clone(), &self.known, self.merge, self.max_bytes);
@@ -243,46 +273,56 @@ impl Importer<'_> {
     }
 
     /// Proposes the batch; a line the state machine rejects is reported and the rest proposed
-    /// again without it.
+    /// again without it (with every other line naming the same missing atom id). An entry's
+    /// idempotency key is the import id, its first line and the hash of its ops: a re-run that
+    /// packs the same lines the same way answers from the idempotency table, and one that
+    /// packs them otherwise applies them again (merging, never duplicating atoms).
     async fn flush(&mut self) -> Result<(), ApiError> {
         let mut batch = std::mem::take(&mut self.batch);
-        let mut attempt = 0;
         loop {
             if batch.ops.is_empty() {
                 return Ok(());
             }
-            let first = batch.lines[0].0;
-            let key = format!("import:{}:{first}:{attempt}", self.import_id);
-            let command = Command::Batch { ops: std::mem::take(&mut batch.ops) };
-            let outcome = propose_keyed(self.state, key, self.space.clone(), command).await?;
+            let ops = std::mem::take(&mut batch.ops);
+            let encoded = rmp_serde::to_vec_named(&ops).unwrap_or_default();
+            let hash = blake3::hash(&encoded).to_hex();
+            let key = format!("import:{}:{}:{}", self.import_id, batch.lines[0].0, &hash[..16]);
+            let count = ops.len();
+            let outcome = propose_keyed(self.state, key, self.space.clone(), Command::Batch { ops }).await?;
             self.tally.entries += 1;
             self.tally.index = outcome.index;
             match outcome.result {
-                CommandResult::Batch { results } => {
+                CommandResult::Batch { results } if results.len() == count => {
                     self.record(&batch, &results);
                     return Ok(());
                 }
                 CommandResult::Rejected { error: Rejection::InBatch { op, cause } } => {
                     let bad = batch.owners.get(op).copied().unwrap_or(0);
-                    self.tally.error(bad, cause.to_string());
+                    let missing = match *cause {
+                        Rejection::UnknownAtom { id } => Some(id),
+                        _ => None,
+                    };
                     let mut again = Batch::default();
-                    for (no, line) in batch.lines.drain(..).filter(|(no, _)| *no != bad) {
-                        // A subset of what fitted: only a line that named the bad one fails.
-                        if let Err(Refused::Bad(e)) =
-                            again.add(no, line, &self.known, self.merge, self.max_bytes)
-                        {
-                            self.tally.error(no, e);
+                    for (no, line) in std::mem::take(&mut batch.lines) {
+                        if no == bad || missing.is_some_and(|id| line.names_id(id)) {
+                            self.tally.error(no, cause.to_string());
+                            continue;
+                        }
+                        // A subset of what fitted: only a line that named a left-out one fails.
+                        match again.add(no, line, &self.known, self.merge, self.max_bytes) {
+                            Ok(()) => {}
+                            Err(Refused::Bad(e)) => self.tally.error(no, e),
+                            Err(Refused::Full) => self.tally.error(no, "the line no longer fits its entry"),
                         }
                     }
                     batch = again;
-                    attempt += 1;
                 }
                 CommandResult::Rejected { error } => return Err(error.into()),
                 other => {
                     return Err(ApiError::new(
                         actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
                         "unexpected_result",
-                        format!("an import entry answered {other:?}"),
+                        format!("an import entry of {count} ops answered {other:?}"),
                     ))
                 }
             }
@@ -307,7 +347,16 @@ impl Importer<'_> {
                 Some(CommandResult::AtomWritten { id, .. }) => *id,
                 _ => continue,
             };
-            self.known.insert(key.clone(), id);
+            if self.known.len() < MAX_KEYS || self.known.contains_key(key) {
+                self.known.insert(key.clone(), id);
+            } else if !self.keys_full {
+                self.keys_full = true;
+                let no = batch.lines.first().map(|(no, _)| *no).unwrap_or(0);
+                self.tally.error(
+                    no,
+                    format!("more than {MAX_KEYS} keys: later lines cannot name the keys from here on"),
+                );
+            }
         }
     }
 }
@@ -340,6 +389,7 @@ async fn import(
         merge: q.merge.unwrap_or(state.settings.api.default_merge),
         max_bytes: state.settings.api.max_entry_bytes.saturating_sub(ENTRY_SLACK),
         known: HashMap::new(),
+        keys_full: false,
         batch: Batch::default(),
         tally: Tally::default(),
     };
@@ -349,9 +399,14 @@ async fn import(
         let mut rest = &chunk[..];
         while let Some(at) = rest.iter().position(|b| *b == b'\n') {
             no += 1;
-            if !skipping {
+            if !skipping && pending.len() + at > MAX_LINE {
+                importer.tally.lines += 1;
+                importer.tally.error(no, format!("the line is longer than {MAX_LINE} bytes"));
+            } else if !skipping {
                 pending.extend_from_slice(&rest[..at]);
                 importer.line(no, &pending).await?;
+            } else {
+                importer.tally.lines += 1;
             }
             pending.clear();
             skipping = false;
