@@ -12,6 +12,10 @@ mod demo;
 mod node;
 mod transfer;
 
+/// jemalloc instead of glibc's malloc, whose bookkeeping took ~40% of apply's CPU.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::Parser;
 
 fn main() {
