@@ -82,13 +82,19 @@ enum Command {
         /// How a repeated atom merges truth values: latest, highest_confidence or revision.
         #[arg(long)]
         merge: Option<String>,
+        /// ndjson or atomese (default: by extension, .scm and .atomese are Atomese).
+        #[arg(long)]
+        format: Option<String>,
         #[command(flatten)]
         target: Target,
     },
-    /// Export --space as NDJSON (to --out, or stdout), from one consistent point.
+    /// Export --space as NDJSON or Atomese (to --out, or stdout), from one consistent point.
     Export {
         #[arg(long)]
         out: Option<PathBuf>,
+        /// ndjson or atomese (default: by --out's extension, .scm and .atomese are Atomese).
+        #[arg(long)]
+        format: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -358,24 +364,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Atom { command, target } => {
             runtime()?.block_on(atom(command, Client::new(target.addr)?.in_space(target.space)))
         }
-        Command::Import { file, import_id, merge, target } => {
+        Command::Import { file, import_id, merge, format, target } => {
             let addr = target.addr.first().cloned().unwrap_or_default();
-            let answer = runtime()?.block_on(crate::transfer::import(
-                &addr,
-                target.space.as_deref(),
-                &file,
-                import_id,
-                merge,
-            ))?;
+            let space = target.space.as_deref();
+            let answer = match crate::transfer::Format::of(format.as_deref(), Some(&file))? {
+                crate::transfer::Format::Ndjson => {
+                    runtime()?.block_on(crate::transfer::import(&addr, space, &file, import_id, merge))?
+                }
+                crate::transfer::Format::Atomese => runtime()?
+                    .block_on(crate::transfer::import_atomese(&addr, space, &file, import_id, merge))?,
+            };
             print(&answer);
             Ok(())
         }
-        Command::Export { out, target } => {
+        Command::Export { out, format, target } => {
             let addr = target.addr.first().cloned().unwrap_or_default();
+            let format = crate::transfer::Format::of(format.as_deref(), out.as_deref())?;
             let end = runtime()?.block_on(crate::transfer::export(
                 &addr,
                 target.space.as_deref(),
                 out.as_deref(),
+                format,
             ))?;
             if out.is_some() {
                 print(&end);

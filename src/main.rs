@@ -3,6 +3,7 @@
 //! node start-up. Everything that runs inside a node lives in `cograft-actors`.
 
 mod api;
+mod atomese;
 mod bench;
 mod cli;
 mod client;

@@ -1,7 +1,10 @@
 //! `cograft import FILE` and `cograft export`: NDJSON through `POST /v1/import` and
-//! `GET /v1/export`, both streamed (a file is never read whole, an export never held in
-//! memory). An import's id defaults to the BLAKE3 hash of the file, so running the same file
-//! again resumes it: entries already applied answer from the idempotency table.
+//! `GET /v1/export`, both streamed (an NDJSON file is never read whole, an export never held
+//! in memory), or Atomese (`crate::atomese`), converted on the way: an Atomese file is read
+//! whole and imported as NDJSON, an export is written as Atomese line by line (remembering each
+//! atom's expression for the links that name it). An import's id defaults to the BLAKE3 hash
+//! of the file, so running the same file again resumes it: entries already applied answer
+//! from the idempotency table.
 
 use std::path::Path;
 
@@ -76,8 +79,72 @@ pub async fn import(
     Ok(answer)
 }
 
-/// Streams `space` into `out` (stdout when `None`); answers the export's end line.
-pub async fn export(addr: &str, space: Option<&str>, out: Option<&Path>) -> anyhow::Result<Value> {
+/// How a file is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Ndjson,
+    Atomese,
+}
+
+impl Format {
+    /// `given` (ndjson or atomese), else by the file's extension (`.scm` and `.atomese` are
+    /// Atomese), else NDJSON.
+    pub fn of(given: Option<&str>, path: Option<&Path>) -> anyhow::Result<Format> {
+        match given {
+            Some("ndjson") => Ok(Format::Ndjson),
+            Some("atomese") => Ok(Format::Atomese),
+            Some(other) => bail!("--format {other:?}: use ndjson or atomese"),
+            None => Ok(match path.and_then(|p| p.extension()).and_then(|e| e.to_str()) {
+                Some("scm" | "atomese") => Format::Atomese,
+                _ => Format::Ndjson,
+            }),
+        }
+    }
+}
+
+/// Imports an Atomese file: converted to NDJSON (in the temp directory), imported under the
+/// Atomese file's id, and every error named by its Atomese line.
+pub async fn import_atomese(
+    addr: &str,
+    space: Option<&str>,
+    file: &Path,
+    import_id: Option<String>,
+    merge: Option<String>,
+) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let import_id = match import_id {
+        Some(id) => id,
+        None => file_id(file)?,
+    };
+    let converted = crate::atomese::to_ndjson(&text);
+    let ndjson = std::env::temp_dir().join(format!("cograft-{}-{import_id}.ndjson", std::process::id()));
+    std::fs::write(&ndjson, converted.lines.join("\n") + "\n")
+        .with_context(|| format!("writing {}", ndjson.display()))?;
+    let answer = import(addr, space, &ndjson, Some(import_id), merge).await;
+    let _ = std::fs::remove_file(&ndjson);
+    let mut answer = answer?;
+    let mut errors: Vec<Value> =
+        converted.errors.iter().map(|(line, e)| serde_json::json!({ "line": line, "error": e })).collect();
+    for e in answer["errors"].as_array().into_iter().flatten() {
+        let ndjson_line = e["line"].as_u64().unwrap_or(0) as usize;
+        let line = converted.source_lines.get(ndjson_line.wrapping_sub(1)).copied().unwrap_or(0);
+        errors.push(serde_json::json!({ "line": line, "error": e["error"] }));
+    }
+    let count = answer["error_count"].as_u64().unwrap_or(0) + converted.errors.len() as u64;
+    answer["errors"] = Value::Array(errors);
+    answer["error_count"] = count.into();
+    answer["format"] = "atomese".into();
+    answer["lines"] = text.lines().count().into();
+    Ok(answer)
+}
+
+/// Streams `space` into `out` (stdout when `None`) in `format`; answers the export's end line.
+pub async fn export(
+    addr: &str,
+    space: Option<&str>,
+    out: Option<&Path>,
+    format: Format,
+) -> anyhow::Result<Value> {
     let url = format!("http://{addr}/v1/export?{}", space_query(space));
     let mut response =
         http()?.get(url).send().await.with_context(|| format!("asking {addr} for an export"))?;
@@ -93,9 +160,26 @@ pub async fn export(addr: &str, space: Option<&str>, out: Option<&Path>) -> anyh
     };
     // The last line says whether the export is whole.
     let mut last_line: Vec<u8> = Vec::new();
+    let (mut atomese, mut partial) = (crate::atomese::Writer::default(), Vec::new());
     while let Some(chunk) = response.chunk().await.context("reading the export")? {
-        sink.write_all(&chunk).await?;
         keep_last_line(&mut last_line, &chunk);
+        if format == Format::Ndjson {
+            sink.write_all(&chunk).await?;
+            continue;
+        }
+        partial.extend_from_slice(&chunk);
+        let complete = partial.iter().rposition(|b| *b == b'\n').map(|at| at + 1).unwrap_or(0);
+        let mut text = String::new();
+        for line in partial[..complete].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let line: Value =
+                serde_json::from_slice(line).context("the export sent a line that is not JSON")?;
+            if let Some(expr) = atomese.line(&line).map_err(anyhow::Error::msg)? {
+                text.push_str(&expr);
+                text.push('\n');
+            }
+        }
+        partial.drain(..complete);
+        sink.write_all(text.as_bytes()).await?;
     }
     sink.flush().await?;
     let last: Value = serde_json::from_slice(&last_line).unwrap_or(Value::Null);

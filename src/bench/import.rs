@@ -57,7 +57,8 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
 
     let export = PathBuf::from("target/wordnet-export.ndjson");
     let started = Instant::now();
-    let end = crate::transfer::export(&leader_addr, None, Some(&export)).await?;
+    let end =
+        crate::transfer::export(&leader_addr, None, Some(&export), crate::transfer::Format::Ndjson).await?;
     let took = started.elapsed();
     println!(
         "export: {} atoms in {:.1} s = {:.0} atoms/s",

@@ -194,3 +194,42 @@ fn an_import_cut_short_by_a_crash_and_run_again_holds_every_atom_once() {
     import(&c, &file, "b", &["--merge", "revision"]);
     assert_eq!(resumed["content_digest"], content_digest(&c, "b")["content_digest"]);
 }
+
+#[test]
+fn atomese_goes_in_and_out_with_the_same_content() {
+    let c = Cluster::start(1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("animals.scm");
+    std::fs::write(
+        &file,
+        r#"; A small taxonomy in Atomese.
+(ConceptNode "animal")
+(InheritanceLink (stv 0.95 0.9)
+   (ConceptNode "cat" (stv 0.8 0.5))
+   (ConceptNode "animal"))
+(EvaluationLink (stv 0.7 0.6)
+   (PredicateNode "eats")
+   (ListLink (ConceptNode "cat") (ConceptNode "mouse")))
+(ConceptNode 42)
+(SimilarityLink (ConceptNode "cat") (ConceptNode "dog \"rex\""))
+"#,
+    )
+    .unwrap();
+    let answer = import(&c, &file, "x", &[]);
+    assert_eq!(answer["format"], "atomese", "{answer}");
+    let lines: Vec<u64> =
+        answer["errors"].as_array().unwrap().iter().map(|e| e["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, vec![9], "{answer}");
+    // animal, cat, InheritanceLink, eats, mouse, ListLink, EvaluationLink, dog, SimilarityLink.
+    let x = content_digest(&c, "x");
+    assert_eq!(x["atoms"], 9, "{x}");
+
+    let out = dir.path().join("x.scm");
+    let end = cli(&c, &["export", "--space", "x", "--out", out.to_str().unwrap()]);
+    assert_eq!(end["atoms"], 9, "{end}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains(r#"(ConceptNode "cat" (stv 0.8 0.5))"#), "{text}");
+    let back = import(&c, &out, "y", &[]);
+    assert_eq!(back["error_count"], 0, "{back}");
+    assert_eq!(content_digest(&c, "y")["content_digest"], x["content_digest"], "{text}");
+}
