@@ -367,12 +367,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import { file, import_id, merge, format, target } => {
             let addr = target.addr.first().cloned().unwrap_or_default();
             let space = target.space.as_deref();
+            let job = crate::transfer::ImportJob { addr: &addr, space, file: &file, import_id, merge };
             let answer = match crate::transfer::Format::of(format.as_deref(), Some(&file))? {
-                crate::transfer::Format::Ndjson => {
-                    runtime()?.block_on(crate::transfer::import(&addr, space, &file, import_id, merge))?
+                crate::transfer::Format::Ndjson => runtime()?.block_on(crate::transfer::import(&job))?,
+                crate::transfer::Format::Atomese => {
+                    runtime()?.block_on(crate::transfer::import_atomese(&job))?
                 }
-                crate::transfer::Format::Atomese => runtime()?
-                    .block_on(crate::transfer::import_atomese(&addr, space, &file, import_id, merge))?,
             };
             print(&answer);
             Ok(())

@@ -31,20 +31,31 @@ fn file_id(path: &Path) -> anyhow::Result<String> {
     Ok(hasher.finalize().to_hex()[..32].to_string())
 }
 
-/// Streams `file` into `space`; answers the server's report.
-pub async fn import(
-    addr: &str,
-    space: Option<&str>,
-    file: &Path,
-    import_id: Option<String>,
-    merge: Option<String>,
-) -> anyhow::Result<Value> {
-    let import_id = match import_id {
-        Some(id) => id,
-        None => file_id(file).with_context(|| format!("reading {}", file.display()))?,
-    };
-    let mut query = vec![space_query(space), format!("import_id={import_id}")];
-    if let Some(merge) = merge {
+/// What `cograft import` was asked to do.
+pub struct ImportJob<'a> {
+    pub addr: &'a str,
+    pub space: Option<&'a str>,
+    pub file: &'a Path,
+    /// Default: the file's hash.
+    pub import_id: Option<String>,
+    pub merge: Option<String>,
+}
+
+impl ImportJob<'_> {
+    fn id(&self) -> anyhow::Result<String> {
+        match &self.import_id {
+            Some(id) => Ok(id.clone()),
+            None => file_id(self.file).with_context(|| format!("reading {}", self.file.display())),
+        }
+    }
+}
+
+/// Streams the job's NDJSON file into its space; answers the server's report.
+pub async fn import(job: &ImportJob<'_>) -> anyhow::Result<Value> {
+    let (addr, file) = (job.addr, job.file);
+    let import_id = job.id()?;
+    let mut query = vec![space_query(job.space), format!("import_id={import_id}")];
+    if let Some(merge) = &job.merge {
         query.push(format!("merge={merge}"));
     }
     let source = tokio::fs::File::open(file).await.with_context(|| format!("opening {}", file.display()))?;
@@ -102,25 +113,19 @@ impl Format {
     }
 }
 
-/// Imports an Atomese file: converted to NDJSON (in the temp directory), imported under the
-/// Atomese file's id, and every error named by its Atomese line.
-pub async fn import_atomese(
-    addr: &str,
-    space: Option<&str>,
-    file: &Path,
-    import_id: Option<String>,
-    merge: Option<String>,
-) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let import_id = match import_id {
-        Some(id) => id,
-        None => file_id(file)?,
-    };
+/// Imports the job's Atomese file: converted to NDJSON (in the temp directory), imported
+/// under the Atomese file's id, and every error named by its Atomese line.
+pub async fn import_atomese(job: &ImportJob<'_>) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(job.file).with_context(|| format!("reading {}", job.file.display()))?;
+    let import_id = job.id()?;
     let converted = crate::atomese::to_ndjson(&text);
     let ndjson = std::env::temp_dir().join(format!("cograft-{}-{import_id}.ndjson", std::process::id()));
     std::fs::write(&ndjson, converted.lines.join("\n") + "\n")
         .with_context(|| format!("writing {}", ndjson.display()))?;
-    let answer = import(addr, space, &ndjson, Some(import_id), merge).await;
+    let converted_job =
+        ImportJob { file: &ndjson, import_id: Some(import_id), merge: job.merge.clone(), ..*job };
+    let answer = import(&converted_job).await;
     let _ = std::fs::remove_file(&ndjson);
     let mut answer = answer?;
     let mut errors: Vec<Value> =

@@ -36,7 +36,14 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let addrs = cluster.addrs();
     let leader_addr = addrs[(leader - 1) as usize].clone();
     let started = Instant::now();
-    let answer = crate::transfer::import(&leader_addr, None, &file, None, None).await;
+    let job = crate::transfer::ImportJob {
+        addr: &leader_addr,
+        space: None,
+        file: &file,
+        import_id: None,
+        merge: None,
+    };
+    let answer = crate::transfer::import(&job).await;
     let took = started.elapsed();
     let answer = match answer {
         Ok(answer) => answer,
