@@ -15,7 +15,8 @@ use cograft_actors::attention::scheduler::SchedulerParts;
 use cograft_actors::attention::AttentionScheduler;
 use cograft_actors::health::metrics::HealthMetrics;
 use cograft_actors::health::node_checks::{
-    AppliedCaughtUp, LeaderKnown, RaftAlive, Serving, StorageAlive, StorageWritable,
+    AppliedCaughtUp, DiskSpace, LeaderKnown, QuorumContact, RaftAlive, ReplicationLag, Serving, StorageAlive,
+    StorageWritable,
 };
 use cograft_actors::health::{HealthChecks, HealthMonitor};
 use cograft_actors::metrics::{self, Exporter};
@@ -113,6 +114,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         committed: committed.clone(),
         max_lag: settings.api.ready_max_lag,
     }));
+    health.register(Arc::new(QuorumContact {
+        metrics: raft_metrics.clone(),
+        election_timeout_ms: settings.raft.election_timeout_max_ms,
+    }));
+    health.register(Arc::new(ReplicationLag {
+        metrics: raft_metrics.clone(),
+        max_lag: settings.api.ready_max_lag,
+    }));
+    health.register(Arc::new(DiskSpace(data_dir.clone())));
     health.register(Arc::new(SpreadingHealth::new(
         spreading.clone(),
         spread_index,

@@ -22,11 +22,13 @@ fn metrics(c: &Cluster, node: u64) -> String {
 
 #[test]
 fn a_healthy_node_reports_every_check_healthy_with_its_probe() {
-    let c = Cluster::start(1, &[("COGRAFT__HEALTH__INTERVAL_MS", "200")]);
-    c.add_atom(1, "cat");
-    let report = wait_until("the monitor to find the node healthy", Duration::from_secs(20), || {
-        let body = c.get(1, "/admin/health").body;
-        (body["status"] == "healthy").then_some(body)
+    let c = Cluster::start(3, &[("COGRAFT__HEALTH__INTERVAL_MS", "200")]);
+    let leader = c.leader();
+    c.add_atom(leader, "cat");
+    let report = wait_until("the monitor to find the leader healthy", Duration::from_secs(20), || {
+        let body = c.get(leader, "/admin/health").body;
+        (body["status"] == "healthy" && body["history"].as_array().is_some_and(|h| h.len() >= 2))
+            .then_some(body)
     });
     let names: Vec<&str> =
         report["checks"].as_array().unwrap().iter().map(|ch| ch["name"].as_str().unwrap()).collect();
@@ -38,15 +40,30 @@ fn a_healthy_node_reports_every_check_healthy_with_its_probe() {
         "storage_writable",
         "applied_caught_up",
         "spreading",
+        "quorum_contact",
+        "replication_lag",
+        "disk_space",
     ] {
         assert!(names.contains(&name), "{name} missing from {report}");
     }
-    let spreading = check(&c, 1, "spreading").unwrap();
+    assert_eq!(report["score"], 1.0, "{report}");
+    // The first run may have come before the election: the trend can only rise from there.
+    assert!(["unknown", "steady", "improving"].contains(&report["trend"].as_str().unwrap()), "{report}");
+    let spreading = check(&c, leader, "spreading").unwrap();
     assert_eq!(spreading["probe"], "report", "{spreading}");
     assert!(spreading["detail"].as_str().unwrap().contains("probe spread"), "{spreading}");
-    let m = metrics(&c, 1);
+    let quorum = check(&c, leader, "quorum_contact").unwrap();
+    assert!(quorum["detail"].as_str().unwrap().contains("a quorum acknowledged"), "{quorum}");
+    let lag = check(&c, leader, "replication_lag").unwrap();
+    assert!(lag["detail"].as_str().unwrap().contains("2 followers within"), "{lag}");
+    let follower = c.running().into_iter().find(|n| *n != leader).unwrap();
+    let theirs =
+        wait_until("a follower's report", Duration::from_secs(20), || check(&c, follower, "quorum_contact"));
+    assert_eq!(theirs["detail"], "not the leader", "{theirs}");
+    let m = metrics(&c, leader);
     assert!(m.contains("cograft_health_check_status{check=\"spreading\"} 0"), "{m}");
     assert!(m.contains("cograft_health_status 0"), "{m}");
+    assert!(m.contains("cograft_health_score 1.0"), "{m}");
 }
 
 #[test]
@@ -94,4 +111,24 @@ fn a_slow_probe_spread_is_degraded_and_never_unhealthy() {
     });
     assert_eq!(later["status"], "degraded", "slowness alone never escalates: {later}");
     assert_eq!(c.get(1, "/readyz").status, 200);
+}
+
+#[test]
+fn a_leader_cut_off_from_its_quorum_reports_it_and_the_score_and_trend_fall() {
+    let mut c = Cluster::start(3, &[("COGRAFT__HEALTH__INTERVAL_MS", "200")]);
+    let leader = c.leader();
+    wait_until("the leader's score to settle at 1", Duration::from_secs(20), || {
+        let body = c.get(leader, "/admin/health").body;
+        (body["score"] == 1.0 && body["history"].as_array().is_some_and(|h| h.len() >= 10)).then_some(())
+    });
+    for follower in c.running().into_iter().filter(|n| *n != leader) {
+        c.kill9(follower);
+    }
+    let quorum = wait_until("the leader to report its lost quorum", Duration::from_secs(30), || {
+        check(&c, leader, "quorum_contact").filter(|q| q["status"] == "unhealthy")
+    });
+    assert!(quorum["detail"].as_str().unwrap().contains("no quorum acknowledged"), "{quorum}");
+    let report = c.get(leader, "/admin/health").body;
+    assert!(report["score"].as_f64().unwrap() < 1.0, "{report}");
+    assert_eq!(report["trend"], "worsening", "{report}");
 }

@@ -1,7 +1,9 @@
-//! The health monitor's metric families: each check's status and the node's worst.
+//! The health monitor's metric families: each check's status, the node's worst, and its score.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::metrics::Registry;
@@ -17,11 +19,17 @@ pub struct HealthMetrics {
     pub check_status: Family<CheckLabel, Gauge>,
     /// The worst of them.
     pub status: Gauge,
+    /// The last run's score in [0, 1] (see `trend`).
+    pub score: Gauge<f64, AtomicU64>,
 }
 
 impl HealthMetrics {
     pub fn register(reg: &mut Registry) -> Self {
-        let m = HealthMetrics { check_status: Family::default(), status: Gauge::default() };
+        let m = HealthMetrics {
+            check_status: Family::default(),
+            status: Gauge::default(),
+            score: Gauge::default(),
+        };
         let reg = reg.sub_registry_with_prefix("health");
         reg.register(
             "check_status",
@@ -32,6 +40,11 @@ impl HealthMetrics {
             "status",
             "The worst health check verdict: 0 healthy, 1 degraded, 2 unhealthy",
             m.status.clone(),
+        );
+        reg.register(
+            "score",
+            "The last health run's score: 1 all healthy, less for each degraded (half) or unhealthy check, probe checks weighing double",
+            m.score.clone(),
         );
         m
     }

@@ -1,5 +1,6 @@
 //! HealthMonitor: runs every registered check on an interval (one run at a time), remembers
-//! each check's verdict and since when it holds, and exports them as metrics. Accepts
+//! each check's verdict and since when it holds, scores each run and keeps the scores' history
+//! and trend (`trend`), and exports them as metrics. Accepts
 //! [`GetReport`], which `/admin/health` answers from. The probes (`/healthz`, `/readyz`) run
 //! their checks themselves, on demand; this actor is what sees the component checks.
 
@@ -11,6 +12,7 @@ use serde::Serialize;
 
 use super::check::{CheckReport, Health, HealthChecks, Probe};
 use super::metrics::{CheckLabel, HealthMetrics};
+use super::trend::{score, History, Sample, Trend};
 
 /// One check as the monitor last saw it.
 #[derive(Clone, Debug, Serialize)]
@@ -33,6 +35,12 @@ pub struct HealthReport {
     /// When the last run finished (ms since the epoch); 0 before the first.
     pub checked_ms: u64,
     pub interval_ms: u64,
+    /// The last run's score in [0, 1] (1 before the first).
+    pub score: f64,
+    /// Where the score went over the last runs.
+    pub trend: Trend,
+    /// The last runs' scores, oldest first.
+    pub history: Vec<Sample>,
     pub checks: Vec<CheckState>,
 }
 
@@ -50,6 +58,7 @@ pub struct HealthMonitor {
     metrics: HealthMetrics,
     states: BTreeMap<String, CheckState>,
     checked_ms: u64,
+    history: History,
     running: bool,
 }
 
@@ -63,6 +72,7 @@ impl HealthMonitor {
             metrics,
             states: BTreeMap::new(),
             checked_ms: 0,
+            history: History::default(),
             running: false,
         }
     }
@@ -108,6 +118,13 @@ impl HealthMonitor {
         }
         self.checked_ms = now_ms;
         self.metrics.status.set(i64::from(self.worst()));
+        let score = self.score();
+        self.history.push(now_ms, score);
+        self.metrics.score.set(score);
+    }
+
+    fn score(&self) -> f64 {
+        score(self.states.values().map(|s| (s.probe, s.health.level())))
     }
 
     fn worst(&self) -> u8 {
@@ -125,6 +142,9 @@ impl HealthMonitor {
             status,
             checked_ms: self.checked_ms,
             interval_ms: self.interval.as_millis() as u64,
+            score: self.score(),
+            trend: self.history.trend(),
+            history: self.history.samples(),
             checks: self.states.values().cloned().collect(),
         }
     }
@@ -196,5 +216,10 @@ mod tests {
         assert_eq!(r.status, "unhealthy");
         assert_eq!((r.checks[1].since_ms, r.checks[1].runs), (40, 1));
         assert_eq!(m.metrics.status.get(), 2);
+        // Two component checks: all healthy, one degraded, one unhealthy.
+        let scores: Vec<f64> = r.history.iter().map(|s| s.score).collect();
+        assert_eq!(scores, vec![1.0, 0.75, 0.75, 0.5]);
+        assert_eq!((r.score, m.metrics.score.get()), (0.5, 0.5));
+        assert_eq!(r.trend, Trend::Unknown);
     }
 }

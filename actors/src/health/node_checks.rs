@@ -1,5 +1,6 @@
 //! The checks every node registers: actors answer (liveness); a leader is known, storage takes
-//! writes, and apply keeps up with commit (readiness).
+//! writes, and apply keeps up with commit (readiness); and, in the report only, the leader's
+//! quorum contact and replication lag, and the data directory's free space.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -140,6 +141,114 @@ impl Check for AppliedCaughtUp {
                 Ok(detail)
             } else {
                 Err(detail)
+            }
+        })
+    }
+}
+
+/// On the leader: how long since a quorum acknowledged it. Longer than the election timeout is
+/// Degraded (followers may be electing another), five times that Unhealthy.
+pub struct QuorumContact {
+    pub metrics: watch::Receiver<RaftMetrics>,
+    pub election_timeout_ms: u64,
+}
+
+impl Check for QuorumContact {
+    fn name(&self) -> &str {
+        "quorum_contact"
+    }
+    fn probe(&self) -> Probe {
+        Probe::Report
+    }
+    fn run(&self) -> BoxFuture<'_, Health> {
+        let (leader, since) = {
+            let m = self.metrics.borrow();
+            (m.state == openraft::ServerState::Leader, m.millis_since_quorum_ack)
+        };
+        let limit = self.election_timeout_ms;
+        Box::pin(async move {
+            match (leader, since) {
+                (false, _) => Health::Healthy("not the leader".into()),
+                (true, None) => Health::Degraded("no quorum has acknowledged this leader yet".into()),
+                (true, Some(ms)) if ms > 5 * limit => {
+                    Health::Unhealthy(format!("no quorum acknowledged this leader for {ms} ms"))
+                }
+                (true, Some(ms)) if ms > limit => Health::Degraded(format!(
+                    "no quorum acknowledged this leader for {ms} ms (election timeout {limit} ms)"
+                )),
+                (true, Some(ms)) => Health::Healthy(format!("a quorum acknowledged {ms} ms ago")),
+            }
+        })
+    }
+}
+
+/// On the leader: every follower within `max_lag` entries of the leader's log.
+pub struct ReplicationLag {
+    pub metrics: watch::Receiver<RaftMetrics>,
+    pub max_lag: u64,
+}
+
+impl Check for ReplicationLag {
+    fn name(&self) -> &str {
+        "replication_lag"
+    }
+    fn probe(&self) -> Probe {
+        Probe::Report
+    }
+    fn run(&self) -> BoxFuture<'_, Health> {
+        let (last, peers) = {
+            let m = self.metrics.borrow();
+            (m.last_log_index.unwrap_or(0), m.replication.clone())
+        };
+        let max = self.max_lag;
+        Box::pin(async move {
+            let Some(peers) = peers else { return Health::Healthy("not the leader".into()) };
+            let behind: Vec<String> = peers
+                .iter()
+                .filter_map(|(id, matched)| {
+                    let lag = last.saturating_sub(matched.map(|l| l.index).unwrap_or(0));
+                    (lag > max).then(|| format!("node {id} is {lag} entries behind"))
+                })
+                .collect();
+            if behind.is_empty() {
+                Health::Healthy(format!("{} followers within {max} entries", peers.len().saturating_sub(1)))
+            } else {
+                Health::Degraded(behind.join(", "))
+            }
+        })
+    }
+}
+
+/// Room left on the data directory's file system: below 5% or 512 MiB Degraded, below 1% or
+/// 64 MiB Unhealthy (writes will soon fail).
+pub struct DiskSpace(pub std::path::PathBuf);
+
+impl Check for DiskSpace {
+    fn name(&self) -> &str {
+        "disk_space"
+    }
+    fn probe(&self) -> Probe {
+        Probe::Report
+    }
+    fn run(&self) -> BoxFuture<'_, Health> {
+        let stat = nix::sys::statvfs::statvfs(&self.0);
+        let dir = self.0.display().to_string();
+        Box::pin(async move {
+            let stat = match stat {
+                Ok(stat) => stat,
+                Err(e) => return Health::Unhealthy(format!("cannot stat {dir}: {e}")),
+            };
+            let block = stat.fragment_size() as u64;
+            let (free, total) = (stat.blocks_available() as u64 * block, stat.blocks() as u64 * block);
+            let share = if total == 0 { 0.0 } else { free as f64 / total as f64 };
+            let detail =
+                format!("{} MiB free of {} MiB ({:.1}%) under {dir}", free >> 20, total >> 20, share * 100.0);
+            if share < 0.01 || free < 64 << 20 {
+                Health::Unhealthy(detail)
+            } else if share < 0.05 || free < 512 << 20 {
+                Health::Degraded(detail)
+            } else {
+                Health::Healthy(detail)
             }
         })
     }
