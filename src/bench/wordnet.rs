@@ -57,51 +57,74 @@ impl WordNet {
     }
 }
 
+/// One atom of the WordNet graph; a link names its members by their positions in the list
+/// [`WordNet::atoms`] answers.
+pub enum AtomSpec {
+    Node { atom_type: &'static str, name: String },
+    Link { atom_type: &'static str, members: [usize; 2] },
+}
+
 impl WordNet {
-    /// The graph as import NDJSON (the same atoms `bench scale` loads through `/v1/batch`):
-    /// keys `s:`, `w:` and `p:` for synsets, words and relations. Answers the lines written.
-    pub fn write_ndjson(&self, out: &mut impl std::io::Write) -> anyhow::Result<usize> {
-        let mut lines = 0;
-        let mut line = |out: &mut dyn std::io::Write, value: serde_json::Value| -> anyhow::Result<()> {
-            lines += 1;
-            serde_json::to_writer(&mut *out, &value)?;
-            Ok(out.write_all(b"\n")?)
+    /// The graph, members before the links that hold them: a PredicateNode per relation, a
+    /// ConceptNode per synset, a WordNode per lemma, a MemberLink(word, synset) per sense, and
+    /// per relation to a synset that exists ListLink(source, target) then
+    /// EvaluationLink(predicate, list). The one description of the graph the benches load.
+    pub fn atoms(&self) -> Vec<AtomSpec> {
+        let mut atoms = Vec::with_capacity(self.atom_count());
+        let node = |atoms: &mut Vec<AtomSpec>, atom_type, name: &str| {
+            atoms.push(AtomSpec::Node { atom_type, name: name.to_string() });
+            atoms.len() - 1
         };
+        let predicates: BTreeMap<&str, usize> =
+            self.relations().into_iter().map(|r| (r, node(&mut atoms, "PredicateNode", r))).collect();
+        let synsets: BTreeMap<&str, usize> =
+            self.synsets.iter().map(|s| (s.key.as_str(), node(&mut atoms, "ConceptNode", &s.key))).collect();
+        let words: BTreeMap<String, usize> =
+            self.words().into_iter().map(|w| (w.clone(), node(&mut atoms, "WordNode", &w))).collect();
         for s in &self.synsets {
-            line(
-                out,
-                serde_json::json!({ "key": format!("s:{}", s.key), "type": "ConceptNode", "name": s.key }),
-            )?;
-        }
-        for w in self.words() {
-            line(out, serde_json::json!({ "key": format!("w:{w}"), "type": "WordNode", "name": w }))?;
-        }
-        for r in self.relations() {
-            line(out, serde_json::json!({ "key": format!("p:{r}"), "type": "PredicateNode", "name": r }))?;
-        }
-        let mut lists = 0;
-        for s in &self.synsets {
-            let concept = serde_json::json!({ "key": format!("s:{}", s.key) });
             for w in &s.words {
-                let members = [serde_json::json!({ "key": format!("w:{w}") }), concept.clone()];
-                line(out, serde_json::json!({ "type": "MemberLink", "outgoing": members }))?;
-            }
-            for (relation, target) in &s.relations {
-                lists += 1;
-                let target = serde_json::json!({ "key": format!("s:{target}") });
-                let list = format!("l:{lists}");
-                line(
-                    out,
-                    serde_json::json!({ "key": list, "type": "ListLink", "outgoing": [concept, target] }),
-                )?;
-                let members = [
-                    serde_json::json!({ "key": format!("p:{relation}") }),
-                    serde_json::json!({ "key": list }),
-                ];
-                line(out, serde_json::json!({ "type": "EvaluationLink", "outgoing": members }))?;
+                atoms.push(AtomSpec::Link {
+                    atom_type: "MemberLink",
+                    members: [words[w], synsets[s.key.as_str()]],
+                });
             }
         }
-        Ok(lines)
+        for s in &self.synsets {
+            for (relation, target) in &s.relations {
+                let Some(target) = synsets.get(target.as_str()) else { continue };
+                atoms.push(AtomSpec::Link {
+                    atom_type: "ListLink",
+                    members: [synsets[s.key.as_str()], *target],
+                });
+                let list = atoms.len() - 1;
+                atoms.push(AtomSpec::Link {
+                    atom_type: "EvaluationLink",
+                    members: [predicates[relation], list],
+                });
+            }
+        }
+        atoms
+    }
+
+    /// The graph as import NDJSON, each atom keyed `k<position>`; answers the lines written.
+    pub fn write_ndjson(&self, out: &mut impl std::io::Write) -> anyhow::Result<usize> {
+        let atoms = self.atoms();
+        for (i, atom) in atoms.iter().enumerate() {
+            let key = format!("k{i}");
+            let line = match atom {
+                AtomSpec::Node { atom_type, name } => {
+                    serde_json::json!({ "key": key, "type": atom_type, "name": name })
+                }
+                AtomSpec::Link { atom_type, members } => {
+                    let members: Vec<_> =
+                        members.iter().map(|m| serde_json::json!({ "key": format!("k{m}") })).collect();
+                    serde_json::json!({ "key": key, "type": atom_type, "outgoing": members })
+                }
+            };
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(atoms.len())
     }
 }
 
