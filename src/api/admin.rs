@@ -177,18 +177,13 @@ async fn digest(
     q: web::Query<DigestParams>,
 ) -> Result<HttpResponse, ApiError> {
     let space = if q.content { Some(super::client::space_of(&req)?) } else { None };
-    if state.digest_running.swap(true, std::sync::atomic::Ordering::AcqRel) {
-        return Err(ApiError {
-            retry_after_s: Some(5),
-            ..ApiError::new(
-                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-                "digest_running",
-                "a digest of this node is being computed; retry when it is done",
-            )
-        });
-    }
     // Cleared however this ends, also if the request is dropped while the digest runs.
-    let _running = super::ClearOnDrop(state.digest_running.clone());
+    let _running = super::ClearOnDrop::one_at_a_time(
+        &state.digest_running,
+        "digest_running",
+        "a digest of this node is being computed; retry when it is done",
+        5,
+    )?;
     let reader = state.reader.clone();
     let failed = |e: tokio::task::JoinError| {
         ApiError::new(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, "digest_failed", e.to_string())

@@ -27,6 +27,15 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
     }
 
+    /// A committed entry answered a result its command cannot produce (a bug, not the client's).
+    pub fn unexpected_result(what: &str, result: &impl std::fmt::Debug) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unexpected_result",
+            format!("{what} answered {result:?}"),
+        )
+    }
+
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extra.insert(key.to_string(), value.into());
         self

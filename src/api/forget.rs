@@ -79,13 +79,7 @@ async fn forget(
                 kept.extend(k);
             }
             CommandResult::Rejected { error } => return Err(error.into()),
-            other => {
-                return Err(ApiError::new(
-                    actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "unexpected_result",
-                    format!("a forget entry answered {other:?}"),
-                ))
-            }
+            other => return Err(ApiError::unexpected_result("a forget entry", &other)),
         }
     }
     Ok(HttpResponse::Ok().json(json!({

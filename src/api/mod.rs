@@ -29,7 +29,26 @@ use cograft_actors::storage::metrics::StorageMetrics;
 use crate::config::Settings;
 
 /// Clears a flag when dropped (however the work that set it ends).
-pub struct ClearOnDrop(pub Arc<AtomicBool>);
+pub struct ClearOnDrop(Arc<AtomicBool>);
+
+impl ClearOnDrop {
+    /// Sets `flag` for work a node does one at a time, or answers 429 `error` with `detail`
+    /// and `Retry-After` when it is set already. Keep the guard until the work ends.
+    pub fn one_at_a_time(
+        flag: &Arc<AtomicBool>,
+        error: &'static str,
+        detail: &str,
+        retry_after_s: u32,
+    ) -> Result<ClearOnDrop, error::ApiError> {
+        if flag.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Err(error::ApiError {
+                retry_after_s: Some(retry_after_s),
+                ..error::ApiError::new(actix_web::http::StatusCode::TOO_MANY_REQUESTS, error, detail)
+            });
+        }
+        Ok(ClearOnDrop(flag.clone()))
+    }
+}
 
 impl Drop for ClearOnDrop {
     fn drop(&mut self) {

@@ -127,17 +127,12 @@ async fn export(
     if !q.stale()? {
         state.raft.send(cograft_actors::raft::actor::ReadBarrier).await??;
     }
-    if state.export_running.swap(true, std::sync::atomic::Ordering::AcqRel) {
-        return Err(ApiError {
-            retry_after_s: Some(10),
-            ..ApiError::new(
-                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-                "export_running",
-                "this node is streaming an export already (one at a time); retry when it is done",
-            )
-        });
-    }
-    let running = crate::api::ClearOnDrop(state.export_running.clone());
+    let running = crate::api::ClearOnDrop::one_at_a_time(
+        &state.export_running,
+        "export_running",
+        "this node is streaming an export already (one at a time); retry when it is done",
+        10,
+    )?;
     let runtime = tokio::runtime::Handle::current();
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, io::Error>>(16);
     let reader = state.reader.clone();

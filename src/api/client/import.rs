@@ -319,10 +319,9 @@ impl Importer<'_> {
                 }
                 CommandResult::Rejected { error } => return Err(error.into()),
                 other => {
-                    return Err(ApiError::new(
-                        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        "unexpected_result",
-                        format!("an import entry of {count} ops answered {other:?}"),
+                    return Err(ApiError::unexpected_result(
+                        &format!("an import entry of {count} ops"),
+                        &other,
                     ))
                 }
             }
