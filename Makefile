@@ -3,7 +3,7 @@ CARGO ?= cargo
 JOBS ?= 2
 BIN := target/debug/cograft
 
-.PHONY: all deps chaos-deps strace-deps prometheus-deps rules wordnet-deps similarity-deps build demo test lint unit cluster-tests chaos-smoke durability-audit chaos bench clean-demo
+.PHONY: all deps chaos-deps strace-deps prometheus-deps rules bench-etcd wordnet-deps similarity-deps build demo test lint unit cluster-tests chaos-smoke durability-audit chaos bench clean-demo
 
 all: build
 
@@ -29,8 +29,9 @@ unit: deps
 	$(CARGO) test -j$(JOBS) --workspace --lib --bins
 
 # Real cograft processes on loopback ports, one cluster at a time, with the storage fault hooks
-# compiled in (a test crashes a node in the middle of a snapshot install).
-cluster-tests: deps
+# compiled in (a test crashes a node in the middle of a snapshot install). One runs a short
+# `bench compare`, which needs etcd.
+cluster-tests: deps chaos-deps
 	$(CARGO) test -j$(JOBS) --features failpoints --test cluster -- --test-threads=1
 
 # 60 s against a 3-node cluster with kill, partition and pause faults; fails on any lost write,
@@ -72,7 +73,7 @@ rules: prometheus-deps
 
 test: lint rules unit cluster-tests durability-audit chaos-smoke
 
-# etcd 3.4 from Debian for the control run.
+# etcd 3.4 from Debian: the chaos control, and the system `bench compare` measures against.
 chaos-deps:
 	@command -v etcd >/dev/null 2>&1 || { \
 		echo "installing etcd-server (the chaos control)"; \
@@ -109,7 +110,7 @@ similarity-deps:
 
 # Criterion benches (each with a reference measured in the same run), then the cluster figures,
 # then the figures at WordNet size.
-bench: deps wordnet-deps similarity-deps
+bench: deps wordnet-deps similarity-deps chaos-deps
 	$(CARGO) bench -j$(JOBS) -p cograft --bench storage
 	$(CARGO) bench -j$(JOBS) -p cograft --bench spreading
 	$(CARGO) build -j$(JOBS) --release -p cograft
@@ -118,6 +119,12 @@ bench: deps wordnet-deps similarity-deps
 	./target/release/cograft bench
 	./target/release/cograft bench scale
 	./target/release/cograft bench import
+	./target/release/cograft bench compare
+
+# cograft against etcd 3.4 on this machine, the same load in one run (README, "Against etcd").
+bench-etcd: deps chaos-deps
+	$(CARGO) build -j$(JOBS) --release -p cograft
+	./target/release/cograft bench compare
 
 clean-demo:
 	rm -rf .demo

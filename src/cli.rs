@@ -169,6 +169,28 @@ enum BenchWhat {
         #[arg(long, default_value = "/usr/share/wordnet")]
         wordnet: PathBuf,
     },
+    /// The same closed-loop load against a fresh 3-member etcd 3.4 and a fresh 3-node cograft
+    /// in one run: writes (1 and N clients, elections during the long run), linearizable reads
+    /// on the leader and a follower, failover; both figures and the ratio.
+    Compare {
+        /// The etcd binary (Debian's etcd-server; `make bench-etcd` installs it).
+        #[arg(long, default_value = "etcd")]
+        etcd: PathBuf,
+        /// Seconds of the 1-client write and of each read phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds of the N-client write phase (elections are counted over it).
+        #[arg(long, default_value_t = 60)]
+        load_seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Keys written before the read phases (each read asks for one at random).
+        #[arg(long, default_value_t = 10_000)]
+        keys: usize,
+        /// Leader kills of the failover figure (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        kills: usize,
+    },
     /// Recall quality: Spearman's rho between spreading activation over WordNet 3.0 and human
     /// relatedness judgements (MEN to tune on, RG-65 to check on).
     Recall {
@@ -347,6 +369,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 base_port,
                 wordnet,
             })),
+        Command::Bench {
+            what: Some(BenchWhat::Compare { etcd, seconds, load_seconds, clients, keys, kills }),
+            dir,
+            base_port,
+            ..
+        } => {
+            let args = crate::bench::compare::CompareArgs {
+                dir,
+                base_port,
+                etcd,
+                seconds,
+                load_seconds,
+                clients,
+                keys,
+                kills,
+            };
+            runtime()?.block_on(crate::bench::compare::run(args))
+        }
         Command::Bench { what: Some(BenchWhat::Recall { wordnet, pairs, parameters }), .. } => {
             crate::bench::recall::run(crate::bench::recall::RecallArgs { wordnet, pairs, parameters })
         }

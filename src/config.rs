@@ -364,7 +364,7 @@ mod tests {
     fn embedded_defaults_are_valid() {
         let s = Settings::load(None, &Overrides::default()).unwrap();
         assert_eq!(s.raft.heartbeat_ms, 100);
-        assert_eq!((s.raft.election_timeout_min_ms, s.raft.election_timeout_max_ms), (500, 1000));
+        assert_eq!((s.raft.election_timeout_min_ms, s.raft.election_timeout_max_ms), (250, 500));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The control: the same register workload and checker against etcd 3.4 (Debian's
 //! `etcd-server`, three processes on loopback) under kill -9 and pause faults. It must PASS,
-//! which shows the harness and checker are sound before they judge cograft.
+//! which shows the harness and checker are sound before they judge cograft. The three-member
+//! cluster (start, kill -9, restore, leader and term) is also what `cograft bench compare`
+//! measures cograft against.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -134,6 +136,58 @@ impl EtcdCluster {
         self.members[i].child.as_ref().map(|c| Pid::from_raw(c.id() as i32))
     }
 
+    /// kill -9 of member `i`; it stays down until [`EtcdCluster::restore`].
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Member `i`'s view from `/v3/maintenance/status`; `None` when it does not answer.
+    pub async fn status(&self, http: &reqwest::Client, i: usize) -> Option<MemberStatus> {
+        let url = format!("{}/v3/maintenance/status", self.members[i].client);
+        let v: Value = http.post(url).json(&json!({})).send().await.ok()?.json().await.ok()?;
+        let number = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok());
+        Some(MemberStatus {
+            member_id: number(&v["header"]["member_id"])?,
+            leader: number(&v["leader"]).unwrap_or(0),
+            raft_term: number(&v["raftTerm"]).unwrap_or(0),
+        })
+    }
+
+    /// The index of the member every answering member names as leader, once they agree.
+    pub async fn leader(&self, http: &reqwest::Client, patience: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let mut views = Vec::new();
+            for i in 0..self.members.len() {
+                if self.members[i].child.is_some() {
+                    views.push((i, self.status(http, i).await));
+                }
+            }
+            let named: Vec<u64> = views.iter().filter_map(|(_, s)| s.as_ref().map(|s| s.leader)).collect();
+            if let Some(&leader) = named.first() {
+                if leader != 0 && views.iter().all(|(_, s)| s.is_some()) && named.iter().all(|l| *l == leader)
+                {
+                    let found = views.iter().find(|(_, s)| s.as_ref().is_some_and(|s| s.member_id == leader));
+                    if let Some((i, _)) = found {
+                        return Ok(*i);
+                    }
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "etcd elected no leader within {patience:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Heals everything (resumes paused members, restarts killed ones) and waits until every
+    /// member reports healthy.
+    pub async fn restore_and_wait(&mut self, patience: Duration) -> anyhow::Result<()> {
+        self.restore()?;
+        self.wait_healthy(patience).await
+    }
+
     /// Heals everything: resumes paused members and restarts killed ones.
     fn restore(&mut self) -> anyhow::Result<()> {
         for i in 0..self.members.len() {
@@ -161,6 +215,15 @@ impl Drop for EtcdCluster {
             }
         }
     }
+}
+
+/// What one member says of itself and the cluster.
+#[derive(Clone, Copy, Debug)]
+pub struct MemberStatus {
+    pub member_id: u64,
+    /// The leader's member id; 0 while there is none.
+    pub leader: u64,
+    pub raft_term: u64,
 }
 
 /// etcd's v3 JSON gateway as a [`Register`]: linearizable range reads, puts, and txn for CAS.
@@ -272,10 +335,7 @@ pub async fn control(
         tokio::time::sleep(rng.millis(1500, 3000)).await;
         let i = rng.below(cluster.members.len() as u64) as usize;
         if rng.below(2) == 0 {
-            if let Some(mut child) = cluster.members[i].child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            cluster.kill9(i);
             faults.push(format!("kill -9 {}", cluster.members[i].name));
         } else {
             if let Some(pid) = cluster.pid(i) {

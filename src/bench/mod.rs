@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::client::Client;
 use crate::cluster;
 
+pub mod compare;
 pub mod import;
 pub mod recall;
 pub mod scale;

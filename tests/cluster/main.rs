@@ -5,6 +5,7 @@ mod attention;
 mod availability;
 mod bad_input;
 mod cluster_up;
+mod compare;
 mod failover;
 mod harness;
 mod health;
