@@ -268,6 +268,19 @@ pub async fn wait_for_leader(addrs: &[String], patience: Duration) -> anyhow::Re
     }
 }
 
+/// The highest Raft term any of `addrs` reports: it grows by at least one per election, so
+/// its growth over a run counts the elections in it.
+pub async fn max_term(addrs: &[String]) -> anyhow::Result<u64> {
+    let client = Client::new(addrs.to_vec())?;
+    let mut term = None;
+    for addr in addrs {
+        if let Ok(a) = client.send_once(addr, Method::GET, "/admin/status", None, None).await {
+            term = term.max(a.body["term"].as_u64());
+        }
+    }
+    term.context("no node answered its status")
+}
+
 /// Prints each node's address and role.
 pub async fn print_status(cluster: &LocalCluster) -> anyhow::Result<()> {
     let client = cluster.client()?;

@@ -35,6 +35,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let (cluster, leader, _) = cluster::up(3, args.base_port, &args.dir).await?;
     let addrs = cluster.addrs();
     let leader_addr = addrs[(leader - 1) as usize].clone();
+    let term_before = cluster::max_term(&addrs).await?;
     let started = Instant::now();
     let job = crate::transfer::ImportJob {
         addr: &leader_addr,
@@ -53,8 +54,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         }
     };
     let atoms = answer["atoms"].as_u64().unwrap_or(0);
+    let elections = cluster::max_term(&addrs).await? - term_before;
     println!(
-        "import: {atoms} atoms ({} created) in {} entries, {:.1} s = {:.0} atoms/s; {} errors",
+        "import: {atoms} atoms ({} created) in {} entries, {:.1} s = {:.0} atoms/s; {} errors; {elections} elections",
         answer["created"],
         answer["entries"],
         took.as_secs_f64(),

@@ -168,6 +168,12 @@ fn spaces_separate_memories_and_lists_page_with_cursors() {
         (409, Some("space_deleting")),
         "{refused:?}"
     );
+    // Nor has it content to digest or export: not found, as every read of it, instead of a 500
+    // from walking a space whose atoms are going away a budget at a time.
+    for path in ["/admin/digest?content=true", "/v1/export"] {
+        let gone = in_space(&c, 2, Method::GET, path, "pages", None);
+        assert_eq!((gone.status, gone.body["error"].as_str()), (404, Some("not_found")), "{path}: {gone:?}");
+    }
     wait_until("the deleted space to be emptied", Duration::from_secs(30), || {
         let names: Vec<String> = c.get(1, "/v1/spaces").body["spaces"]
             .as_array()

@@ -2,15 +2,17 @@
 //! (for export), and hashed into the **content digest**, equal on two clusters that hold the
 //! same atoms (types, names, outgoing sets by content), truth values and named values, whatever
 //! ids and times they were given. Attention values, creation times and ids are left out: an
-//! export carries none of them.
+//! export carries none of them. A space being deleted has no content to walk: both answer
+//! `None`, as every other read of it answers not found.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::io;
 
 use super::state_machine::StateMachineCore;
+use super::view::View;
 use super::{decode, from_be, Table};
-use crate::model::{Atom, AtomId, AtomKind};
+use crate::model::{Atom, AtomId, AtomKind, SpaceInfo};
 
 /// What the content digest answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,9 +33,12 @@ impl StateMachineCore {
         space: &str,
         mut atom: impl FnMut(&Atom) -> io::Result<()>,
         mut value: impl FnMut(AtomId, &str, &[u8]) -> io::Result<()>,
-    ) -> io::Result<u64> {
+    ) -> io::Result<Option<u64>> {
         let _one = super::state_machine::locked(&self.snapshot_lock);
         let (view, applied, _) = self.open_view()?;
+        if deleting_in(&view, space)? {
+            return Ok(None);
+        }
         let mut ids = HashSet::new();
         view.scan(Table::Atoms, |_, bytes| {
             let a: Atom = decode(bytes, "atom")?;
@@ -51,11 +56,11 @@ impl StateMachineCore {
             let name = std::str::from_utf8(&key[8..]).map_err(io::Error::other)?;
             value(id, name, bytes)
         })?;
-        Ok(applied.map(|l| l.index).unwrap_or(0))
+        Ok(Some(applied.map(|l| l.index).unwrap_or(0)))
     }
 
     /// The content digest of `space` (see the module's comment).
-    pub fn content_digest(&self, space: &str) -> io::Result<ContentDigest> {
+    pub fn content_digest(&self, space: &str) -> io::Result<Option<ContentDigest>> {
         // Per atom: the hash of what it is (type and name, or type and its members' hashes),
         // and the hash of that with its truth value and its named values (which arrive after
         // every atom, in atom order, so one hasher at a time gathers them).
@@ -73,7 +78,7 @@ impl StateMachineCore {
                 }
             }
         };
-        let applied = self.walk_space(
+        let Some(applied) = self.walk_space(
             space,
             |atom| {
                 let mut h = blake3::Hasher::new();
@@ -111,7 +116,10 @@ impl StateMachineCore {
                 h.update(&(bytes.len() as u64).to_be_bytes()).update(bytes);
                 Ok(())
             },
-        )?;
+        )?
+        else {
+            return Ok(None);
+        };
         finish(current.take());
         let mut records: Vec<[u8; 32]> = records.into_inner().into_values().collect();
         records.sort_unstable();
@@ -120,11 +128,24 @@ impl StateMachineCore {
         for r in &records {
             all.update(r);
         }
-        Ok(ContentDigest {
+        Ok(Some(ContentDigest {
             applied_index: applied,
             atoms: records.len() as u64,
             values,
             digest: all.finalize().to_hex().to_string(),
-        })
+        }))
     }
+}
+
+/// Whether `space` was being deleted when `view` opened: its atoms are then going away a
+/// housekeeping budget at a time, members and links in no order a walk could rely on.
+fn deleting_in(view: &View, space: &str) -> io::Result<bool> {
+    let mut deleting = false;
+    view.scan(Table::Spaces, |key, bytes| {
+        if key == space.as_bytes() {
+            deleting = decode::<SpaceInfo>(bytes, "space")?.deleting;
+        }
+        Ok(())
+    })?;
+    Ok(deleting)
 }

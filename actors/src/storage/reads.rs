@@ -61,7 +61,10 @@ impl GraphReader {
 
     /// The content digest of one space (see `content`).
     pub fn content_digest(&self, space: &str) -> Result<super::content::ContentDigest> {
-        self.core.content_digest(space).map_err(|e| self.storage_error(e))
+        self.core
+            .content_digest(space)
+            .map_err(|e| self.storage_error(e))?
+            .ok_or_else(|| being_deleted(space))
     }
 
     /// Every atom of `space`, then every named value of them, from a point-in-time view (see
@@ -72,7 +75,15 @@ impl GraphReader {
         atom: impl FnMut(&Atom) -> std::io::Result<()>,
         value: impl FnMut(AtomId, &str, &[u8]) -> std::io::Result<()>,
     ) -> Result<u64> {
-        self.core.walk_space(space, atom, value).map_err(|e| self.storage_error(e))
+        self.core
+            .walk_space(space, atom, value)
+            .map_err(|e| self.storage_error(e))?
+            .ok_or_else(|| being_deleted(space))
+    }
+
+    /// Not found when `space` is being deleted (a read that streams checks before it starts).
+    pub fn ensure_live(&self, space: &str) -> Result<()> {
+        self.with(|r| r.live(space))
     }
 
     fn storage_error(&self, e: std::io::Error) -> Error {
@@ -109,9 +120,7 @@ impl GraphView<'_> {
     fn live(&self, space: &str) -> Result<()> {
         let info: Option<SpaceInfo> = self.get(Table::Spaces, space.as_bytes())?;
         match info {
-            Some(info) if info.deleting => {
-                Err(Error::NotFound { what: format!("space {space:?} (it is being deleted)") })
-            }
+            Some(info) if info.deleting => Err(being_deleted(space)),
             _ => Ok(()),
         }
     }
@@ -325,4 +334,9 @@ pub fn decode_cursor(cursor: &str) -> Result<u64> {
     u64::from_str_radix(cursor, 16).map_err(|_| {
         Error::Invalid(format!("cursor {cursor:?} is not one this API handed out (use the `next` of a page)"))
     })
+}
+
+/// What every read of a space being deleted answers: it holds nothing any more, to clients.
+fn being_deleted(space: &str) -> Error {
+    Error::NotFound { what: format!("space {space:?} (it is being deleted)") }
 }

@@ -133,6 +133,9 @@ async fn export(
         "this node is streaming an export already (one at a time); retry when it is done",
         10,
     )?;
+    // Checked again from the walk's own view: a deletion that starts in between ends the
+    // stream with an error line instead of a partial space.
+    state.reader.ensure_live(&space)?;
     let runtime = tokio::runtime::Handle::current();
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, io::Error>>(16);
     let reader = state.reader.clone();

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cograft_chaos::etcd::EtcdCluster;
-use reqwest::Method;
 
 use super::load::Target;
 use crate::cluster::{self, LocalCluster};
@@ -43,25 +42,18 @@ impl Peer {
 
     /// The highest Raft term a live node reports: it grows by one (at least) per election.
     pub async fn term(&self) -> anyhow::Result<u64> {
-        let mut term = None;
         match self {
             Peer::Etcd(cluster, http) => {
+                let mut term = None;
                 for i in 0..3 {
                     if let Some(status) = cluster.status(http, i).await {
                         term = term.max(Some(status.raft_term));
                     }
                 }
+                term.context("no etcd member answered its status")
             }
-            Peer::Cograft(cluster) => {
-                let client = cluster.client()?;
-                for addr in cluster.addrs() {
-                    if let Ok(a) = client.send_once(&addr, Method::GET, "/admin/status", None, None).await {
-                        term = term.max(a.body["term"].as_u64());
-                    }
-                }
-            }
+            Peer::Cograft(cluster) => cluster::max_term(&cluster.addrs()).await,
         }
-        term.context("no node answered its status")
     }
 
     pub fn kill9(&mut self, node: usize) -> anyhow::Result<()> {
