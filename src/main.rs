@@ -11,6 +11,7 @@ mod cluster;
 mod config;
 mod demo;
 mod node;
+mod progress;
 mod transfer;
 
 /// jemalloc instead of glibc's malloc, whose bookkeeping took ~40% of apply's CPU.

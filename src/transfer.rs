@@ -4,7 +4,7 @@
 //! whole and imported as NDJSON, an export is written as Atomese line by line (remembering each
 //! atom's expression for the links that name it). An import's id defaults to the BLAKE3 hash
 //! of the file, so running the same file again resumes it: entries already applied answer
-//! from the idempotency table.
+//! from the idempotency table. Both show their progress on a terminal (`crate::progress`).
 
 use std::path::Path;
 
@@ -59,15 +59,24 @@ pub async fn import(job: &ImportJob<'_>) -> anyhow::Result<Value> {
         query.push(format!("merge={merge}"));
     }
     let source = tokio::fs::File::open(file).await.with_context(|| format!("opening {}", file.display()))?;
-    let body = futures_util::stream::unfold(source, |mut source| async move {
-        let mut buf = vec![0; CHUNK];
-        match source.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(buf), source))
+    let progress = crate::progress::bytes(source.metadata().await?.len(), "importing");
+    let sent = progress.clone();
+    let body = futures_util::stream::unfold(source, move |mut source| {
+        let sent = sent.clone();
+        async move {
+            let mut buf = vec![0; CHUNK];
+            match source.read(&mut buf).await {
+                Ok(0) => {
+                    sent.set_message("sent; the node commits the last entries");
+                    None
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    sent.inc(n as u64);
+                    Some((Ok::<_, std::io::Error>(buf), source))
+                }
+                Err(e) => Some((Err(e), source)),
             }
-            Err(e) => Some((Err(e), source)),
         }
     });
     let url = format!("http://{addr}/v1/import?{}", query.join("&"));
@@ -77,7 +86,9 @@ pub async fn import(job: &ImportJob<'_>) -> anyhow::Result<Value> {
         .body(reqwest::Body::wrap_stream(body))
         .send()
         .await
-        .with_context(|| format!("sending {} to {addr}", file.display()))?;
+        .with_context(|| format!("sending {} to {addr}", file.display()));
+    progress.finish_and_clear();
+    let response = response?;
     let status = response.status();
     let text = response.text().await.context("reading the import's answer")?;
     let answer: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -166,7 +177,9 @@ pub async fn export(
     // The last line says whether the export is whole.
     let mut last_line: Vec<u8> = Vec::new();
     let (mut atomese, mut partial) = (crate::atomese::Writer::default(), Vec::new());
+    let progress = crate::progress::lines("exporting");
     while let Some(chunk) = response.chunk().await.context("reading the export")? {
+        progress.inc(chunk.iter().filter(|b| **b == b'\n').count() as u64);
         keep_last_line(&mut last_line, &chunk);
         if format == Format::Ndjson {
             sink.write_all(&chunk).await?;
@@ -187,6 +200,7 @@ pub async fn export(
         sink.write_all(text.as_bytes()).await?;
     }
     sink.flush().await?;
+    progress.finish_and_clear();
     let last: Value = serde_json::from_slice(&last_line).unwrap_or(Value::Null);
     match (&last["end"], &last["error"]) {
         (Value::Object(_), _) => Ok(last["end"].clone()),
