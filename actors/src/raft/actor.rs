@@ -145,6 +145,7 @@ pub struct RaftActor {
     settings: Arc<RaftSettings>,
     peers: PeerNetwork,
     metrics: Arc<Metrics>,
+    reads: ops::ReadPaths,
 }
 
 impl RaftActor {
@@ -183,7 +184,8 @@ impl RaftActor {
                     commit_timeout: settings.write_timeout,
                 };
                 let batcher = Batcher::new(raft.clone(), limits, (*metrics).clone());
-                RaftActor { raft, batcher, settings: Arc::new(settings), peers, metrics }.start()
+                let reads = ops::ReadPaths::new(&metrics);
+                RaftActor { raft, batcher, settings: Arc::new(settings), peers, metrics, reads }.start()
             });
             let _ = tx.send(answer.map_err(|e| Error::Raft(e.to_string())));
         });
@@ -241,7 +243,12 @@ impl Handler<Write> for RaftActor {
 impl Handler<ReadBarrier> for RaftActor {
     type Result = ResponseFuture<Result<u64>>;
     fn handle(&mut self, _: ReadBarrier, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(ops::read_barrier(self.raft.clone(), self.peers.clone(), self.settings.clone()))
+        Box::pin(ops::read_barrier(
+            self.raft.clone(),
+            self.peers.clone(),
+            self.settings.clone(),
+            self.reads.clone(),
+        ))
     }
 }
 
@@ -292,8 +299,17 @@ impl Handler<ProposeAsLeader> for RaftActor {
 impl Handler<ReadIndex> for RaftActor {
     type Result = ResponseFuture<std::result::Result<Option<LogId>, RaftError<CheckIsLeaderError>>>;
     fn handle(&mut self, _: ReadIndex, _: &mut Context<Self>) -> Self::Result {
-        let raft = self.raft.clone();
-        Box::pin(async move { raft.get_read_log_id().await.map(|(read, _applied)| read) })
+        // Joins this node's read rounds, so the followers' reads and its own share them.
+        let (raft, reads, limit) = (self.raft.clone(), self.reads.clone(), self.settings.read_timeout);
+        Box::pin(async move {
+            match reads.confirm_here(&raft, limit).await {
+                ops::Confirmed::Read(read) => Ok(read),
+                ops::Confirmed::Stopped => Err(RaftError::Fatal(openraft::error::Fatal::Stopped)),
+                ops::Confirmed::Unconfirmed => Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(
+                    openraft::error::ForwardToLeader::empty(),
+                ))),
+            }
+        })
     }
 }
 

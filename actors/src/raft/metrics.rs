@@ -1,10 +1,12 @@
 //! The Raft component's metric families: role, term, indexes, elections, leader changes (mirrored
-//! from openraft's metrics), and the write batcher's queue and outcomes.
+//! from openraft's metrics), the write batcher's queue and outcomes, and the readers per
+//! read-index round.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use crate::metrics::Registry;
 
@@ -25,6 +27,7 @@ pub struct RaftMetricsFamilies {
     pub writes_queued: Gauge,
     pub writes_unconfirmed: Counter,
     pub writes_overloaded: Counter,
+    pub read_round_readers: Histogram,
 }
 
 impl RaftMetricsFamilies {
@@ -39,6 +42,7 @@ impl RaftMetricsFamilies {
             writes_queued: Gauge::default(),
             writes_unconfirmed: Counter::default(),
             writes_overloaded: Counter::default(),
+            read_round_readers: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
         };
         let reg = reg.sub_registry_with_prefix("raft");
         reg.register("role", "1 for this node's current Raft role", m.role.clone());
@@ -61,6 +65,12 @@ impl RaftMetricsFamilies {
             "writes_overloaded",
             "Proposals refused because the leader's queue was full",
             m.writes_overloaded.clone(),
+        );
+        reg.register(
+            "read_round_readers",
+            "Linearizable reads answered by one read-index round (a quorum round on the leader, \
+             a read-index call on a follower)",
+            m.read_round_readers.clone(),
         );
         m
     }

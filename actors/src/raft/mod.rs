@@ -6,6 +6,7 @@ pub mod batcher;
 pub mod metrics;
 pub mod network;
 mod ops;
+mod read_rounds;
 
 pub use actor::{RaftActor, RaftSettings, StatusReport, WriteOutcome};
 pub use network::{PeerNetwork, DEADLINE_HEADER, FORMAT_HEADER, SECRET_HEADER};

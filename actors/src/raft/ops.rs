@@ -9,13 +9,14 @@ use openraft::error::ClientWriteError as CwError;
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio::time::{sleep, timeout_at, Instant};
+use tokio::time::{sleep, timeout, timeout_at, Instant};
 
 use super::actor::RaftSettings;
 use super::batcher::{Batcher, Committed, SubmitError};
 use super::metrics::{RaftMetricsFamilies as Metrics, RoleLabels};
 use super::network::{PeerError, PeerNetwork};
 use super::path;
+use super::read_rounds::Rounds;
 use crate::command::{CommandResult, Proposal};
 use crate::error::{Error, Result};
 use crate::typ::*;
@@ -207,45 +208,106 @@ pub(super) fn not_leader() -> SubmitError {
     ))))
 }
 
+/// What one read-index round confirmed.
+#[derive(Clone, Debug)]
+pub enum Confirmed {
+    /// Reads that joined the round wait until this log id is applied.
+    Read(Option<LogId>),
+    /// No leadership was confirmed (not the leader, no quorum in time, no leader known).
+    Unconfirmed,
+    /// Raft is stopping.
+    Stopped,
+}
+
+/// The read-index rounds of one node: `here` confirms this node's own leadership (for its
+/// reads while it leads, and for the followers' read-index calls), `at_leader` asks the leader
+/// (for its reads while it follows).
+#[derive(Clone)]
+pub struct ReadPaths {
+    pub here: Arc<Rounds<Confirmed>>,
+    pub at_leader: Arc<Rounds<Confirmed>>,
+}
+
+impl ReadPaths {
+    pub fn new(metrics: &Metrics) -> ReadPaths {
+        ReadPaths {
+            here: Rounds::new(metrics.read_round_readers.clone()),
+            at_leader: Rounds::new(metrics.read_round_readers.clone()),
+        }
+    }
+
+    /// Joins the next round that confirms this node's leadership with a quorum.
+    pub async fn confirm_here(&self, raft: &Raft, limit: Duration) -> Confirmed {
+        let raft = raft.clone();
+        let confirm = move || {
+            let raft = raft.clone();
+            async move {
+                match timeout(limit, raft.get_read_log_id()).await {
+                    Ok(Ok((read, _applied))) => Confirmed::Read(read),
+                    Ok(Err(RaftError::Fatal(_))) => Confirmed::Stopped,
+                    Ok(Err(_)) | Err(_) => Confirmed::Unconfirmed,
+                }
+            }
+        };
+        self.here.join(confirm).await.unwrap_or(Confirmed::Stopped)
+    }
+
+    /// Joins the next round that asks the leader this node knows for its read log id.
+    async fn confirm_at_leader(&self, raft: &Raft, peers: &PeerNetwork, limit: Duration) -> Confirmed {
+        let (raft, peers) = (raft.clone(), peers.clone());
+        let confirm = move || {
+            let (raft, peers) = (raft.clone(), peers.clone());
+            async move {
+                let Some((id, node)) = leader_of(&raft) else { return Confirmed::Unconfirmed };
+                let answer: std::result::Result<
+                    std::result::Result<Option<LogId>, RaftError<CheckIsLeaderError>>,
+                    _,
+                > = peers.call(id, &node, path::READ_INDEX, &(), limit).await;
+                match answer {
+                    Ok(Ok(read)) => Confirmed::Read(read),
+                    _ => Confirmed::Unconfirmed,
+                }
+            }
+        };
+        self.at_leader.join(confirm).await.unwrap_or(Confirmed::Stopped)
+    }
+}
+
 /// Waits until a linearizable read may be served here; answers the applied index to read at.
 /// The leader confirms its leadership with a quorum; a follower asks the leader for its read
-/// log id and waits until it has applied that far.
-pub async fn read_barrier(raft: Raft, peers: PeerNetwork, settings: Arc<RaftSettings>) -> Result<u64> {
+/// log id and waits until it has applied that far. Either way through a batched round
+/// (`read_rounds`), so concurrent reads share one confirmation.
+pub async fn read_barrier(
+    raft: Raft,
+    peers: PeerNetwork,
+    settings: Arc<RaftSettings>,
+    reads: ReadPaths,
+) -> Result<u64> {
     let deadline = Instant::now() + settings.read_timeout;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let leader = leader_of(&raft);
-        let read_log_id = match &leader {
-            Some((id, _)) if *id == settings.node_id => {
-                match timeout_at(deadline, raft.ensure_linearizable()).await {
-                    Ok(Ok(read)) => Some(read),
-                    Ok(Err(RaftError::Fatal(_))) => return Err(Error::ShuttingDown),
-                    Ok(Err(_)) | Err(_) => None,
-                }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let confirmed = match leader_of(&raft) {
+            Some((id, _)) if id == settings.node_id => {
+                timeout_at(deadline, reads.confirm_here(&raft, remaining)).await
             }
-            Some((id, node)) => {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                let answer: std::result::Result<
-                    std::result::Result<Option<LogId>, RaftError<CheckIsLeaderError>>,
-                    _,
-                > = peers.call(*id, node, path::READ_INDEX, &(), remaining).await;
-                match answer {
-                    Ok(Ok(read)) => Some(read),
-                    _ => None,
-                }
-            }
-            None => None,
+            Some(_) => timeout_at(deadline, reads.confirm_at_leader(&raft, &peers, remaining)).await,
+            None => Ok(Confirmed::Unconfirmed),
         };
-        if let Some(read) = read_log_id {
-            let index = read.map(|l| l.index).unwrap_or(0);
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let m = raft
-                .wait(Some(remaining))
-                .applied_index_at_least(read.map(|l| l.index), "linearizable read")
-                .await
-                .map_err(|e| Error::Timeout(format!("applying up to the read index {index}: {e}")))?;
-            return Ok(m.last_applied.map(|l| l.index).unwrap_or(0).max(index));
+        match confirmed {
+            Ok(Confirmed::Read(read)) => {
+                let index = read.map(|l| l.index).unwrap_or(0);
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let m = raft
+                    .wait(Some(remaining))
+                    .applied_index_at_least(read.map(|l| l.index), "linearizable read")
+                    .await
+                    .map_err(|e| Error::Timeout(format!("applying up to the read index {index}: {e}")))?;
+                return Ok(m.last_applied.map(|l| l.index).unwrap_or(0).max(index));
+            }
+            Ok(Confirmed::Stopped) => return Err(Error::ShuttingDown),
+            Ok(Confirmed::Unconfirmed) | Err(_) => {}
         }
         if Instant::now() + backoff(attempt) >= deadline {
             return Err(Error::NoLeader(format!(
