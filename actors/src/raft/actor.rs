@@ -184,7 +184,7 @@ impl RaftActor {
                     commit_timeout: settings.write_timeout,
                 };
                 let batcher = Batcher::new(raft.clone(), limits, (*metrics).clone());
-                let reads = ops::ReadPaths::new(&metrics);
+                let reads = ops::ReadPaths::new(&metrics, settings.read_timeout);
                 RaftActor { raft, batcher, settings: Arc::new(settings), peers, metrics, reads }.start()
             });
             let _ = tx.send(answer.map_err(|e| Error::Raft(e.to_string())));
@@ -300,9 +300,9 @@ impl Handler<ReadIndex> for RaftActor {
     type Result = ResponseFuture<std::result::Result<Option<LogId>, RaftError<CheckIsLeaderError>>>;
     fn handle(&mut self, _: ReadIndex, _: &mut Context<Self>) -> Self::Result {
         // Joins this node's read rounds, so the followers' reads and its own share them.
-        let (raft, reads, limit) = (self.raft.clone(), self.reads.clone(), self.settings.read_timeout);
+        let (raft, reads) = (self.raft.clone(), self.reads.clone());
         Box::pin(async move {
-            match reads.confirm_here(&raft, limit).await {
+            match reads.confirm_here(&raft).await {
                 ops::Confirmed::Read(read) => Ok(read),
                 ops::Confirmed::Stopped => Err(RaftError::Fatal(openraft::error::Fatal::Stopped)),
                 ops::Confirmed::Unconfirmed => Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(

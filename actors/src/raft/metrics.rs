@@ -16,6 +16,17 @@ pub struct RoleLabels {
     pub role: String,
 }
 
+/// Labels of the read-round histogram: `here` (this node's leadership, for its own reads and
+/// the followers' read-index calls) or `at_leader` (a follower asking the leader).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadPathLabels {
+    pub path: String,
+}
+
+fn reader_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 11))
+}
+
 #[derive(Clone)]
 pub struct RaftMetricsFamilies {
     pub role: Family<RoleLabels, Gauge>,
@@ -27,7 +38,7 @@ pub struct RaftMetricsFamilies {
     pub writes_queued: Gauge,
     pub writes_unconfirmed: Counter,
     pub writes_overloaded: Counter,
-    pub read_round_readers: Histogram,
+    pub read_round_readers: Family<ReadPathLabels, Histogram, fn() -> Histogram>,
 }
 
 impl RaftMetricsFamilies {
@@ -42,7 +53,7 @@ impl RaftMetricsFamilies {
             writes_queued: Gauge::default(),
             writes_unconfirmed: Counter::default(),
             writes_overloaded: Counter::default(),
-            read_round_readers: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            read_round_readers: Family::new_with_constructor(reader_buckets),
         };
         let reg = reg.sub_registry_with_prefix("raft");
         reg.register("role", "1 for this node's current Raft role", m.role.clone());
@@ -68,8 +79,9 @@ impl RaftMetricsFamilies {
         );
         reg.register(
             "read_round_readers",
-            "Linearizable reads answered by one read-index round (a quorum round on the leader, \
-             a read-index call on a follower)",
+            "Readers answered by one read-index round, by path (here: a quorum round for this \
+             node's reads and the followers' read-index calls, each call one reader; at_leader: \
+             a follower's read-index call)",
             m.read_round_readers.clone(),
         );
         m

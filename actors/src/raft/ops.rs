@@ -13,7 +13,7 @@ use tokio::time::{sleep, timeout, timeout_at, Instant};
 
 use super::actor::RaftSettings;
 use super::batcher::{Batcher, Committed, SubmitError};
-use super::metrics::{RaftMetricsFamilies as Metrics, RoleLabels};
+use super::metrics::{RaftMetricsFamilies as Metrics, ReadPathLabels, RoleLabels};
 use super::network::{PeerError, PeerNetwork};
 use super::path;
 use super::read_rounds::Rounds;
@@ -224,21 +224,26 @@ pub enum Confirmed {
 /// (for its reads while it follows).
 #[derive(Clone)]
 pub struct ReadPaths {
-    pub here: Arc<Rounds<Confirmed>>,
-    pub at_leader: Arc<Rounds<Confirmed>>,
+    here: Arc<Rounds<Confirmed>>,
+    at_leader: Arc<Rounds<Confirmed>>,
+    /// How long one round may take: the same for every round, whoever started it (a bound
+    /// taken from the first reader's remaining time would hand a reader near its deadline's
+    /// few milliseconds to every round after it while readers keep coming).
+    limit: Duration,
 }
 
 impl ReadPaths {
-    pub fn new(metrics: &Metrics) -> ReadPaths {
-        ReadPaths {
-            here: Rounds::new(metrics.read_round_readers.clone()),
-            at_leader: Rounds::new(metrics.read_round_readers.clone()),
-        }
+    pub fn new(metrics: &Metrics, limit: Duration) -> ReadPaths {
+        let readers = |path: &str| {
+            metrics.read_round_readers.get_or_create(&ReadPathLabels { path: path.to_string() }).clone()
+        };
+        ReadPaths { here: Rounds::new(readers("here")), at_leader: Rounds::new(readers("at_leader")), limit }
     }
 
-    /// Joins the next round that confirms this node's leadership with a quorum.
-    pub async fn confirm_here(&self, raft: &Raft, limit: Duration) -> Confirmed {
-        let raft = raft.clone();
+    /// Joins the next round that confirms this node's leadership with a quorum. A round that
+    /// ended without an answer (it panicked) counts as unconfirmed: the reader tries again.
+    pub async fn confirm_here(&self, raft: &Raft) -> Confirmed {
+        let (raft, limit) = (raft.clone(), self.limit);
         let confirm = move || {
             let raft = raft.clone();
             async move {
@@ -249,12 +254,12 @@ impl ReadPaths {
                 }
             }
         };
-        self.here.join(confirm).await.unwrap_or(Confirmed::Stopped)
+        self.here.join(confirm).await.unwrap_or(Confirmed::Unconfirmed)
     }
 
     /// Joins the next round that asks the leader this node knows for its read log id.
-    async fn confirm_at_leader(&self, raft: &Raft, peers: &PeerNetwork, limit: Duration) -> Confirmed {
-        let (raft, peers) = (raft.clone(), peers.clone());
+    async fn confirm_at_leader(&self, raft: &Raft, peers: &PeerNetwork) -> Confirmed {
+        let (raft, peers, limit) = (raft.clone(), peers.clone(), self.limit);
         let confirm = move || {
             let (raft, peers) = (raft.clone(), peers.clone());
             async move {
@@ -269,7 +274,7 @@ impl ReadPaths {
                 }
             }
         };
-        self.at_leader.join(confirm).await.unwrap_or(Confirmed::Stopped)
+        self.at_leader.join(confirm).await.unwrap_or(Confirmed::Unconfirmed)
     }
 }
 
@@ -287,12 +292,9 @@ pub async fn read_barrier(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let remaining = deadline.saturating_duration_since(Instant::now());
         let confirmed = match leader_of(&raft) {
-            Some((id, _)) if id == settings.node_id => {
-                timeout_at(deadline, reads.confirm_here(&raft, remaining)).await
-            }
-            Some(_) => timeout_at(deadline, reads.confirm_at_leader(&raft, &peers, remaining)).await,
+            Some((id, _)) if id == settings.node_id => timeout_at(deadline, reads.confirm_here(&raft)).await,
+            Some(_) => timeout_at(deadline, reads.confirm_at_leader(&raft, &peers)).await,
             None => Ok(Confirmed::Unconfirmed),
         };
         match confirmed {

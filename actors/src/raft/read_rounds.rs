@@ -74,6 +74,11 @@ impl<T: Clone + 'static> Rounds<T> {
                 }
                 std::mem::take(&mut s.waiting)
             };
+            // Readers that gave up (their deadline passed) need no round.
+            let readers: Vec<Reply<T>> = readers.into_iter().filter(|r| !r.is_closed()).collect();
+            if readers.is_empty() {
+                continue;
+            }
             self.sizes.observe(readers.len() as f64);
             let answer = confirm().await;
             for reader in readers {
@@ -159,6 +164,28 @@ mod tests {
             let again = gated(count.clone(), gate.clone());
             gate.notify_one(); // a permit: the next round finishes at once
             assert_eq!(rounds.join(again).await, Some(3), "an idle rounds starts afresh");
+        });
+    }
+
+    #[test]
+    fn readers_that_gave_up_before_their_round_cost_no_round() {
+        local(async {
+            let rounds = Rounds::new(Histogram::new([1.0].into_iter()));
+            let (count, gate) = (Rc::new(Cell::new(0)), Rc::new(tokio::sync::Notify::new()));
+            let first = tokio::task::spawn_local({
+                let (rounds, confirm) = (rounds.clone(), gated(count.clone(), gate.clone()));
+                async move { rounds.join(confirm).await }
+            });
+            tokio::task::yield_now().await;
+            let impatient = rounds.join(gated(count.clone(), gate.clone()));
+            let gave_up = tokio::time::timeout(std::time::Duration::from_millis(10), impatient).await;
+            assert!(gave_up.is_err(), "the second reader waited for the next round and gave up");
+            gate.notify_one();
+            assert_eq!(first.await.unwrap(), Some(1));
+            for _ in 0..5 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(count.get(), 1, "no round ran for a reader that had left");
         });
     }
 
