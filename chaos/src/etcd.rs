@@ -156,6 +156,17 @@ impl EtcdCluster {
         })
     }
 
+    /// The highest Raft term an answering member reports (it grows by one or more per election).
+    pub async fn max_term(&self, http: &reqwest::Client) -> anyhow::Result<u64> {
+        let mut term = None;
+        for i in 0..self.members.len() {
+            if let Some(status) = self.status(http, i).await {
+                term = term.max(Some(status.raft_term));
+            }
+        }
+        term.ok_or_else(|| anyhow::anyhow!("no etcd member answered its status"))
+    }
+
     /// The index of the member every answering member names as leader, once they agree.
     pub async fn leader(&self, http: &reqwest::Client, patience: Duration) -> anyhow::Result<usize> {
         let deadline = Instant::now() + patience;

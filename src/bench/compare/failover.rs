@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use cograft_chaos::etcd::EtcdCluster;
 
 use super::load::Target;
@@ -43,15 +42,7 @@ impl Peer {
     /// The highest Raft term a live node reports: it grows by one (at least) per election.
     pub async fn term(&self) -> anyhow::Result<u64> {
         match self {
-            Peer::Etcd(cluster, http) => {
-                let mut term = None;
-                for i in 0..3 {
-                    if let Some(status) = cluster.status(http, i).await {
-                        term = term.max(Some(status.raft_term));
-                    }
-                }
-                term.context("no etcd member answered its status")
-            }
+            Peer::Etcd(cluster, http) => cluster.max_term(http).await,
             Peer::Cograft(cluster) => cluster::max_term(&cluster.addrs()).await,
         }
     }

@@ -12,6 +12,8 @@ use rand::Rng;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::bench::percentile;
+
 /// How long one request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -154,18 +156,15 @@ pub async fn closed_loop(
     }
     let seconds = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let ms = |p: f64| match latencies.len() {
-        0 => f64::NAN,
-        n => f64::from(latencies[((n - 1) as f64 * p).round() as usize]) / 1000.0,
-    };
+    let ms: Vec<f64> = latencies.iter().map(|us| f64::from(*us) / 1000.0).collect();
     Figures {
         clients,
         seconds,
-        ok: latencies.len() as u64,
+        ok: ms.len() as u64,
         errors,
-        per_sec: latencies.len() as f64 / seconds,
-        p50_ms: ms(0.5),
-        p99_ms: ms(0.99),
+        per_sec: ms.len() as f64 / seconds,
+        p50_ms: percentile(&ms, 0.5),
+        p99_ms: percentile(&ms, 0.99),
     }
 }
 

@@ -161,7 +161,7 @@ async fn measure(side: &mut Side, phase: Phase, args: &CompareArgs) -> anyhow::R
             m.failover_ms = failovers(peer, target, args.kills).await?;
             let mut sorted = m.failover_ms.clone();
             sorted.sort_by(f64::total_cmp);
-            m.failover_median_ms = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+            m.failover_median_ms = crate::bench::percentile(&sorted, 0.5);
             println!("  {name}: failover {:.0?} ms", m.failover_ms);
         }
     }
