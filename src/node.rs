@@ -19,6 +19,8 @@ use cograft_actors::health::node_checks::{
     StorageWritable,
 };
 use cograft_actors::health::{HealthChecks, HealthMonitor};
+use cograft_actors::inference::metrics::InferenceMetrics;
+use cograft_actors::inference::InferenceActor;
 use cograft_actors::metrics::{self, Exporter};
 use cograft_actors::raft::actor::{Shutdown, WatchMetrics};
 use cograft_actors::raft::metrics::RaftMetricsFamilies;
@@ -51,6 +53,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let breaker_metrics = BreakerMetrics::register(&mut registry);
     let health_metrics = HealthMetrics::register(&mut registry);
     let attention_metrics = AttentionMetrics::register(&mut registry);
+    let inference_metrics = InferenceMetrics::register(&mut registry);
     let exporter = Arc::new(Exporter::new(registry));
     let stores =
         cograft_actors::storage::open(&data_dir, settings.storage_options(), storage_metrics.clone())?;
@@ -84,9 +87,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.spreading.workers,
         spread_index.clone(),
         reader.clone(),
-        Arc::new(Breaker::new("spreading", settings.spreading_breaker(), breaker_metrics)),
+        Arc::new(Breaker::new("spreading", settings.spreading_breaker(), breaker_metrics.clone())),
         spreading_metrics,
     );
+    let program = std::env::current_exe().context("finding this binary (inference workers run it)")?;
+    let inference =
+        InferenceActor::new(settings.inference.clone(), &program, breaker_metrics, inference_metrics)?
+            .start();
     let raft_metrics = raft.send(WatchMetrics).await?;
     let serving = Arc::new(AtomicBool::new(true));
     if settings.attention.interval_ms > 0 {
@@ -143,6 +150,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         raft: raft.clone(),
         storage,
         spreading,
+        inference,
         exporter,
         http_metrics,
         storage_metrics,

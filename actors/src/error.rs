@@ -14,6 +14,9 @@ pub enum Error {
     /// The encoded log entry would exceed the limit that keeps sled from writing blob files.
     #[error("the request encodes to {size} bytes; the limit for one log entry is {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+    /// A request exceeds a configured limit (texts per request, bytes per text, ...).
+    #[error("{what}; the limit is {limit} ({setting})")]
+    LimitExceeded { what: String, limit: usize, setting: &'static str },
     #[error("{what} not found")]
     NotFound { what: String },
     /// Apply refused the command; nothing was written.

@@ -1,6 +1,7 @@
 //! cograft-actors: everything that runs inside a cograft node. It owns the data model, the log
 //! payload (`Command`), the sled-backed Raft log and state machine with file snapshots, the Raft
-//! actor and its peer network, the leader's ECAN attention steps, spreading activation over an in-memory index of the graph, the
+//! actor and its peer network, the leader's ECAN attention steps, spreading activation over an
+//! in-memory index of the graph, the inference worker pools (llama.cpp out of process), the
 //! resilience primitives (circuit breaker), the metrics registry (each component registers its
 //! own families) and the node's health checks.
 
@@ -9,6 +10,7 @@ pub mod command;
 pub mod error;
 pub mod failpoint;
 pub mod health;
+pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod raft;

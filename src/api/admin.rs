@@ -1,5 +1,5 @@
 //! `/admin`: cluster management (init, membership, status, snapshot, digest, effective config),
-//! the health report, and forgetting (`forget`).
+//! the health report, the inference pools' state, and forgetting (`forget`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/digest", web::get().to(digest))
             .route("/config", web::get().to(config))
             .route("/health", web::get().to(health))
+            .route("/inference", web::get().to(inference))
             .configure(super::forget::configure),
     );
 }
@@ -222,4 +223,10 @@ async fn health(state: State) -> Result<HttpResponse, ApiError> {
     }
     let report = state.health_monitor.send(GetReport).await?;
     Ok(HttpResponse::Ok().json(Body { node_id: state.node_id, report }))
+}
+
+/// The inference pools: model, workers (pid, state, requests), queue, breaker, losses.
+async fn inference(state: State) -> Result<HttpResponse, ApiError> {
+    let status = state.inference.send(cograft_actors::inference::Status).await?;
+    Ok(HttpResponse::Ok().json(status))
 }

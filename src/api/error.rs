@@ -119,6 +119,9 @@ impl From<Error> for ApiError {
             Error::TooLarge { limit, .. } => {
                 status(StatusCode::PAYLOAD_TOO_LARGE, "too_large").with("limit", limit)
             }
+            Error::LimitExceeded { limit, setting, .. } => status(StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+                .with("limit", limit)
+                .with("setting", setting),
             Error::NotFound { .. } => status(StatusCode::NOT_FOUND, "not_found"),
             Error::Rejected(r) => r.into(),
             Error::NoLeader(_) => status(StatusCode::SERVICE_UNAVAILABLE, "no_leader"),

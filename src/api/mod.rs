@@ -75,6 +75,8 @@ pub struct AppState {
     pub storage: Addr<StorageActor>,
     /// Answers spreads over the in-memory index of the graph.
     pub spreading: Addr<cograft_actors::spreading::SpreadingActor>,
+    /// Runs the models (embeddings) in supervised worker processes.
+    pub inference: Addr<cograft_actors::inference::InferenceActor>,
     pub exporter: Arc<Exporter>,
     pub http_metrics: metrics::HttpMetrics,
     pub storage_metrics: Arc<StorageMetrics>,

@@ -3,7 +3,7 @@
 //! `{error, detail}` and leaves the state digest unchanged.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::harness::{Cluster, Reply, SECRET};
 
@@ -211,4 +211,13 @@ fn bad_input_gets_a_json_error_and_changes_nothing() {
     for node in 1..=3 {
         assert_eq!(c.get(node, "/healthz").status, 200);
     }
+}
+
+#[test]
+fn without_an_embedding_model_embed_answers_503_naming_the_setting() {
+    let c = Cluster::start(1, &[]);
+    let reply = c.post(1, "/v1/embed", json!({ "texts": ["hello"] }));
+    assert_eq!(reply.status, 503, "{:?}", reply.body);
+    assert!(reply.body["detail"].as_str().unwrap().contains("inference.embedding_model"), "{:?}", reply.body);
+    assert_eq!(c.get(1, "/admin/inference").body["embedding"], Value::Null);
 }

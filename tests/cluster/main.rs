@@ -6,6 +6,8 @@ mod availability;
 mod bad_input;
 mod cluster_up;
 mod compare;
+#[cfg(feature = "inference")]
+mod embeddings;
 mod failover;
 mod harness;
 mod health;

@@ -1,6 +1,6 @@
 //! The client API under `/v1`: the hypergraph (`atoms`), agent sessions and observations
 //! (`agents`), memory spaces (`spaces`), recall by association (`spread`), the attentional
-//! focus (`attention`), bulk `import` and `export` (NDJSON), and the request
+//! focus (`attention`), sentence embeddings (`embed`), bulk `import` and `export` (NDJSON), and the request
 //! bodies (`body`). Every route works in
 //! one memory space, named by `?space=` or the `X-Cograft-Space` header (never a body field;
 //! both given and different is a 400; default `default`). Writes become one `Proposal` each;
@@ -10,6 +10,7 @@ mod agents;
 mod atoms;
 mod attention;
 pub mod body;
+mod embed;
 mod export;
 mod import;
 mod spaces;
@@ -87,6 +88,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(atoms::configure)
             .configure(agents::configure)
             .configure(attention::configure)
+            .configure(embed::configure)
             .configure(export::configure)
             .configure(import::configure)
             .configure(spaces::configure)

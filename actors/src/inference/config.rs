@@ -1,0 +1,88 @@
+//! `[inference]`: which models the node runs and how its worker pool behaves. Read by the node
+//! at start (the file, `COGRAFT__INFERENCE__*`), checked by [`InferenceConfig::validate`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceConfig {
+    /// A GGUF sentence-embedding model; empty = `/v1/embed` answers 503 naming this setting.
+    pub embedding_model: PathBuf,
+    /// Worker processes kept running per model, and the most the pool grows to under load.
+    pub workers_min: usize,
+    pub workers_max: usize,
+    /// llama.cpp threads in each worker.
+    pub threads_per_worker: usize,
+    /// Tokens one llama.cpp batch holds; texts are packed into batches up to it. At least the
+    /// model's context (a non-causal sequence must fit one batch).
+    pub batch_tokens: usize,
+    /// A request a worker has not answered by then fails (503) and the worker is restarted.
+    pub request_timeout_ms: u64,
+    /// A worker above `workers_min` idle this long exits.
+    pub idle_retire_ms: u64,
+    /// Requests waiting for a worker; more answer 503 overloaded.
+    pub queue_limit: usize,
+    /// Texts per `/v1/embed` request, and bytes per text.
+    pub max_texts: usize,
+    pub max_text_bytes: usize,
+    /// Worker crashes or timeouts in a row that open the pool's circuit breaker, and how long
+    /// it stays open.
+    pub breaker_failures: u32,
+    pub breaker_open_ms: u64,
+}
+
+impl InferenceConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Rejects values that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("workers_min", self.workers_min as u64),
+            ("workers_max", self.workers_max as u64),
+            ("threads_per_worker", self.threads_per_worker as u64),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("idle_retire_ms", self.idle_retire_ms),
+            ("queue_limit", self.queue_limit as u64),
+            ("max_texts", self.max_texts as u64),
+            ("max_text_bytes", self.max_text_bytes as u64),
+            ("breaker_failures", u64::from(self.breaker_failures)),
+            ("breaker_open_ms", self.breaker_open_ms),
+        ] {
+            if v == 0 {
+                return Err(format!("inference.{key} must be positive"));
+            }
+        }
+        if self.workers_max < self.workers_min {
+            return Err(format!(
+                "inference.workers_max ({}) must be at least inference.workers_min ({})",
+                self.workers_max, self.workers_min
+            ));
+        }
+        if self.batch_tokens < 64 {
+            return Err("inference.batch_tokens must be at least 64".into());
+        }
+        if !self.embedding_model.as_os_str().is_empty() {
+            if !cfg!(feature = "inference") {
+                return Err(format!(
+                    "inference.embedding_model is set ({}), but this binary was built without the \
+                     `inference` feature; rebuild with `cargo build --features inference` (make does), \
+                     or leave the setting empty",
+                    self.embedding_model.display()
+                ));
+            }
+            if !self.embedding_model.is_file() {
+                return Err(format!(
+                    "inference.embedding_model {} is not a file; `make models` writes \
+                     models/all-minilm-l6-v2.gguf",
+                    self.embedding_model.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
