@@ -4,6 +4,10 @@ JOBS ?= 2
 BIN := target/debug/cograft
 # llama.cpp (embeddings) is built into every binary make produces; `cargo build` alone leaves it out.
 FEATURES ?= inference
+# Every test step builds with one feature set, so each crate compiles once for all of them (the
+# fault hooks do nothing unless a test arms them through COGRAFT_FAILPOINTS).
+TEST_FEATURES := failpoints,$(FEATURES)
+comma := ,
 
 .PHONY: all deps models chaos-deps strace-deps prometheus-deps rules bench-etcd wordnet-deps similarity-deps build demo test lint unit cluster-tests chaos-smoke durability-audit chaos bench clean-demo
 
@@ -58,22 +62,22 @@ demo: build models
 
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy -j$(JOBS) --workspace --all-targets --features $(FEATURES),failpoints -- -D warnings
+	$(CARGO) clippy -j$(JOBS) --workspace --all-targets --features $(TEST_FEATURES) -- -D warnings
 
 unit: deps
-	$(CARGO) test -j$(JOBS) --workspace --lib --bins --features $(FEATURES)
+	$(CARGO) test -j$(JOBS) --workspace --lib --bins --features $(TEST_FEATURES)
 
 # Real cograft processes on loopback ports, one cluster at a time, with the storage fault hooks
 # compiled in (a test crashes a node in the middle of a snapshot install). One runs a short
 # `bench compare`, which needs etcd; the embedding tests run the real model.
 cluster-tests: deps chaos-deps models
-	$(CARGO) test -j$(JOBS) --features failpoints,$(FEATURES) --test cluster -- --test-threads=1
+	$(CARGO) test -j$(JOBS) --features $(TEST_FEATURES) --test cluster -- --test-threads=1
 
 # 60 s against a 3-node cluster with kill, partition and pause faults; fails on any lost write,
 # linearizability violation, or node that will not restart. The seed is fixed so a failure replays.
 CHAOS_SMOKE_SEED ?= 20261122
 chaos-smoke: deps
-	$(CARGO) build -j$(JOBS) -p cograft -p cograft-chaos
+	$(CARGO) build -j$(JOBS) -p cograft -p cograft-chaos --features cograft/$(subst $(comma),$(comma)cograft/,$(TEST_FEATURES))
 	mkdir -p target/chaos
 	./target/debug/cograft-chaos run --nodes 3 --duration 60 --faults kill,partition,pause \
 		--seed $(CHAOS_SMOKE_SEED) --bin target/debug/cograft --report target/chaos/smoke.json
@@ -88,7 +92,7 @@ strace-deps:
 # acknowledged write must have found what it depended on synced, and a simulated power cut
 # (never-synced files deleted) must lose none of them.
 durability-audit: deps strace-deps
-	$(CARGO) build -j$(JOBS) -p cograft -p cograft-chaos
+	$(CARGO) build -j$(JOBS) -p cograft -p cograft-chaos --features cograft/$(subst $(comma),$(comma)cograft/,$(TEST_FEATURES))
 	mkdir -p target/chaos
 	./target/debug/cograft-chaos durability --bin target/debug/cograft --strace "$$(command -v strace)" \
 		--report target/chaos/durability.json

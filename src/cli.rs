@@ -173,6 +173,23 @@ enum BenchWhat {
         #[arg(long, default_value_t = 500)]
         batch_ops: usize,
     },
+    /// Sentence embeddings through /v1/embed on a fresh node against a direct llama-cpp-2 loop
+    /// in this process, same texts and threads: texts/s of both and the API's overhead.
+    Embed {
+        #[arg(long, default_value = "models/all-minilm-l6-v2.gguf")]
+        model: PathBuf,
+        /// Texts per round.
+        #[arg(long, default_value_t = 512)]
+        texts: usize,
+        /// Texts per request in the batched phase.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Rounds of each side per phase (alternated).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Bulk import at WordNet size on a fresh 3-node cluster: atoms/s through `cograft import`,
     /// then an export and every node's content digest.
     Import {
@@ -376,6 +393,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let args = crate::bench::scale::ScaleArgs { dir, base_port, wordnet, attach, batch_ops };
             runtime()?.block_on(crate::bench::scale::run(args))
+        }
+        Command::Bench {
+            what: Some(BenchWhat::Embed { model, texts, batch, threads, rounds }),
+            dir,
+            base_port,
+            ..
+        } => {
+            let args =
+                crate::bench::embed::EmbedArgs { dir, base_port, model, texts, batch, threads, rounds };
+            // Before any thread starts: the bench's node inherits these.
+            for (key, value) in crate::bench::embed::node_env(&args)? {
+                std::env::set_var(key, value);
+            }
+            runtime()?.block_on(crate::bench::embed::run(args))
         }
         Command::Bench { what: Some(BenchWhat::Import { wordnet }), dir, base_port, .. } => runtime()?
             .block_on(crate::bench::import::run(crate::bench::import::ImportArgs {

@@ -13,6 +13,7 @@ use crate::client::Client;
 use crate::cluster;
 
 pub mod compare;
+pub mod embed;
 pub mod import;
 pub mod recall;
 pub mod scale;

@@ -2,8 +2,9 @@
 //! all-MiniLM-L6-v2 GGUF that `make models` converts: every text of the shipped table matches a
 //! numpy forward pass over the original safetensors weights (cosine >= 0.999, same token counts,
 //! same truncation); answers are deterministic; a worker killed mid-request costs that one
-//! request (503 naming the crash) and is replaced; bad input gets 4xx; a model path that is not a
-//! file stops the node at start.
+//! request (503 naming the crash) and is replaced, and so does one over its timeout (losses in a
+//! row open the breaker); the pool grows to its maximum under load and shrinks back to its
+//! minimum; bad input gets 4xx; a model path that is not a file stops the node at start.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -79,9 +80,8 @@ fn embeddings_match_an_independent_forward_pass_and_repeat_exactly() {
 #[test]
 fn a_worker_killed_mid_request_costs_that_request_only() {
     let c = with_model(&[("COGRAFT__INFERENCE__WORKERS_MIN", "1"), ("COGRAFT__INFERENCE__WORKERS_MAX", "1")]);
-    // 200 texts of ~250 tokens: seconds of work, time enough to kill the worker during it.
-    let long: String = (0..240).map(|i| format!("w{i} ")).collect();
-    let texts: Vec<String> = (0..200).map(|i| format!("{i} {long}")).collect();
+    // 200 texts of ~250 tokens: time enough to kill the worker during it.
+    let texts = long_texts(200);
     let addr = c.addr(1);
     let request = std::thread::spawn(move || {
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
@@ -144,4 +144,90 @@ fn bad_embedding_requests_get_4xx_and_a_missing_model_refuses_the_start() {
     assert!(!exit.success());
     let log = c.log_of(1);
     assert!(log.contains("inference.embedding_model") && log.contains("make models"), "{log}");
+}
+
+/// `n` sentences of ~12 tokens.
+fn short_texts(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("sentence {i} says the cat sat on the mat near the door")).collect()
+}
+
+/// `n` texts of ~250 tokens each: enough work per request to watch workers busy.
+fn long_texts(n: usize) -> Vec<String> {
+    let long: String = (0..240).map(|i| format!("w{i} ")).collect();
+    (0..n).map(|i| format!("{i} {long}")).collect()
+}
+
+#[test]
+fn a_request_over_its_timeout_kills_its_worker_and_counts_against_the_breaker() {
+    let c = with_model(&[
+        ("COGRAFT__INFERENCE__WORKERS_MIN", "1"),
+        ("COGRAFT__INFERENCE__WORKERS_MAX", "1"),
+        ("COGRAFT__INFERENCE__REQUEST_TIMEOUT_MS", "150"),
+        ("COGRAFT__INFERENCE__BREAKER_FAILURES", "2"),
+    ]);
+    let slow = json!({ "texts": long_texts(256) });
+    let first = c.post(1, "/v1/embed", slow.clone());
+    assert_eq!(first.status, 503, "{:?}", first.body);
+    let detail = first.body["detail"].as_str().unwrap();
+    assert!(detail.contains("was killed") && detail.contains("inference.request_timeout_ms"), "{detail}");
+    // A second loss in a row opens the breaker: the next request is refused at once.
+    assert_eq!(c.post(1, "/v1/embed", slow).status, 503);
+    let refused = c.post(1, "/v1/embed", json!({ "texts": ["short"] }));
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert!(
+        refused.body["detail"].as_str().unwrap().contains("circuit breaker is open"),
+        "{:?}",
+        refused.body
+    );
+    let status = c.get(1, "/admin/inference").body;
+    assert_eq!(status["embedding"]["breaker"], "open", "{status}");
+    let metrics = c.get(1, "/metrics").body.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains(r#"cograft_inference_worker_losses_total{pool="embedding",reason="timeout"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn the_pool_grows_under_load_and_shrinks_back_to_its_minimum() {
+    let c = with_model(&[
+        ("COGRAFT__INFERENCE__WORKERS_MIN", "1"),
+        ("COGRAFT__INFERENCE__WORKERS_MAX", "2"),
+        ("COGRAFT__INFERENCE__IDLE_RETIRE_MS", "300"),
+    ]);
+    let addr = c.addr(1);
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let http =
+                    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+                for _ in 0..3 {
+                    let r = http
+                        .post(format!("http://{addr}/v1/embed"))
+                        .json(&json!({ "texts": short_texts(64) }));
+                    let r = r.send().unwrap();
+                    let status = r.status().as_u16();
+                    assert_eq!(status, 200, "{}", r.text().unwrap_or_default());
+                }
+            })
+        })
+        .collect();
+    let mut most = 0;
+    for thread in load {
+        while !thread.is_finished() {
+            let workers = c.get(1, "/admin/inference").body["embedding"]["workers"].as_array().unwrap().len();
+            most = most.max(workers);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        thread.join().unwrap();
+    }
+    assert_eq!(most, 2, "the pool must grow to workers_max while requests wait");
+    // Both workers go idle together; only one may retire.
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = c.get(1, "/admin/inference").body;
+    let workers = status["embedding"]["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "back to workers_min: {status}");
+    assert_eq!(workers[0]["state"], "idle", "{status}");
+    assert_eq!(status["embedding"]["workers_lost"], 0, "{status}");
 }

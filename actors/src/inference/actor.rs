@@ -31,7 +31,8 @@ pub struct Embed {
 #[derive(Clone, Debug, Serialize)]
 pub struct EmbedReply {
     pub embeddings: Vec<Vec<f32>>,
-    /// The model's name and a digest of its file: vectors of different ids never mix.
+    /// The model's name and the digest of the file its worker loaded: vectors of different ids
+    /// never mix.
     pub model: String,
     pub dim: usize,
     /// Texts cut to the model's context, and every text's token count.
@@ -59,8 +60,6 @@ pub struct EmbeddingStatus {
 
 struct EmbeddingPool {
     pool: WorkerPool,
-    /// The model file's blake3 digest, first 16 hex digits.
-    digest: String,
     path: String,
 }
 
@@ -82,7 +81,6 @@ impl InferenceActor {
             None
         } else {
             let path = &config.embedding_model;
-            let digest = file_digest(path)?;
             let launch = Launch {
                 program: program.to_path_buf(),
                 args: vec![
@@ -118,7 +116,7 @@ impl InferenceActor {
                 Arc::new(breaker),
                 metrics,
             );
-            Some(Arc::new(EmbeddingPool { pool, digest, path: path.display().to_string() }))
+            Some(Arc::new(EmbeddingPool { pool, path: path.display().to_string() }))
         };
         Ok(InferenceActor { config, embedding })
     }
@@ -177,19 +175,20 @@ impl Handler<Embed> for InferenceActor {
             checked?;
             let count = msg.texts.len();
             let reply = embedding.pool.call(Request::Embed { texts: msg.texts }).await?;
-            let model = embedding.pool.model();
-            match (reply, model) {
-                (Reply::Embeddings(e), Some(model)) if e.vectors.len() == count => Ok(EmbedReply {
+            match reply {
+                Reply::Embeddings(e) if e.vectors.len() == count => Ok(EmbedReply {
+                    dim: e.vectors.first().map_or(0, Vec::len),
                     embeddings: e.vectors,
-                    model: format!("{}@{}", model.name, embedding.digest),
-                    dim: model.dim,
+                    model: e.model,
                     truncated: e.truncated,
                     tokens: e.tokens,
                 }),
-                (Reply::Failed { detail }, _) => {
-                    Err(Error::Invalid(format!("the embedding model refused the input: {detail}")))
-                }
-                (other, _) => Err(Error::Unavailable {
+                // The input was checked and tokenizing cannot fail: this is llama.cpp's failure.
+                Reply::Failed { detail } => Err(Error::Unavailable {
+                    what: format!("the embedding model failed on this request: {detail}"),
+                    retry_after_s: 1,
+                }),
+                other => Err(Error::Unavailable {
                     what: format!("the embedding worker answered {count} texts with {other:?}"),
                     retry_after_s: 1,
                 }),
@@ -204,19 +203,10 @@ impl Handler<Status> for InferenceActor {
     fn handle(&mut self, _: Status, _: &mut Self::Context) -> Self::Result {
         MessageResult(InferenceStatus {
             embedding: self.embedding.as_ref().map(|e| EmbeddingStatus {
-                model_id: e.pool.model().map(|m| format!("{}@{}", m.name, e.digest)).unwrap_or_default(),
+                model_id: e.pool.model().map(|m| format!("{}@{}", m.name, m.digest)).unwrap_or_default(),
                 model_path: e.path.clone(),
                 pool: e.pool.status(),
             }),
         })
     }
-}
-
-/// The first 16 hex digits of the file's blake3 digest.
-fn file_digest(path: &Path) -> Result<String> {
-    let mut hasher = blake3::Hasher::new();
-    std::fs::File::open(path)
-        .and_then(|file| hasher.update_reader(file).map(|_| ()))
-        .map_err(|e| Error::Invalid(format!("reading {}: {e}", path.display())))?;
-    Ok(hasher.finalize().to_hex()[..16].to_string())
 }

@@ -63,6 +63,15 @@ impl InferenceConfig {
                 self.workers_max, self.workers_min
             ));
         }
+        // A request travels to its worker as one frame.
+        let request_bytes = self.max_texts.saturating_mul(self.max_text_bytes + 16);
+        if request_bytes > super::protocol::MAX_FRAME_BYTES / 2 {
+            return Err(format!(
+                "inference.max_texts x inference.max_text_bytes ({request_bytes} bytes) must stay under {} \
+                 (half the worker frame limit)",
+                super::protocol::MAX_FRAME_BYTES / 2
+            ));
+        }
         if self.batch_tokens < 64 {
             return Err("inference.batch_tokens must be at least 64".into());
         }

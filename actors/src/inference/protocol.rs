@@ -36,6 +36,8 @@ pub enum Reply {
 pub struct ModelInfo {
     /// The GGUF file's `general.name`.
     pub name: String,
+    /// The first 16 hex digits of the BLAKE3 digest of the file the worker loaded.
+    pub digest: String,
     /// Floats per embedding.
     pub dim: usize,
     /// Tokens one text may have (the model's training context); longer texts are truncated.
@@ -45,6 +47,8 @@ pub struct ModelInfo {
 /// One vector per text, with what the tokenizer did to it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Embeddings {
+    /// `name@digest` of the model that computed them.
+    pub model: String,
     pub vectors: Vec<Vec<f32>>,
     /// Tokens of each text after truncation, the special tokens included.
     pub tokens: Vec<u32>,
@@ -133,6 +137,7 @@ mod tests {
         let mut buf = Vec::new();
         let request = Request::Embed { texts: vec!["a".into(), "b c".into()] };
         let reply = Reply::Embeddings(Embeddings {
+            model: "m@0".into(),
             vectors: vec![vec![0.5, -0.25]],
             tokens: vec![3],
             truncated: vec![false],

@@ -35,10 +35,31 @@ pub struct PoolConfig {
     pub queue_limit: usize,
 }
 
+/// How long a caller waits past its deadline for the worker's own verdict (a kill and reap).
+const VERDICT_GRACE: Duration = Duration::from_secs(5);
+
 struct Job {
     request: Request,
-    /// `Err` names the lost worker that held the request.
-    reply: oneshot::Sender<std::result::Result<Reply, String>>,
+    /// When the request's time is up: its worker is killed then, and a job still queued then
+    /// is answered without running.
+    deadline: Instant,
+    reply: oneshot::Sender<std::result::Result<Reply, Failure>>,
+}
+
+/// Why a job has no reply.
+enum Failure {
+    /// The worker holding it was lost (crash, timeout); names the worker and how it ended.
+    Lost(String),
+    /// No worker took it before its deadline.
+    Expired,
+}
+
+/// What a worker's wait for work ended with.
+enum Next {
+    Job(Job),
+    /// This worker is surplus and idle: it was counted out of `live` already.
+    Retire,
+    Closed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -151,7 +172,12 @@ impl WorkerPool {
                 });
             }
         };
+        if shared.closed.load(Ordering::Acquire) {
+            outcome("unavailable");
+            return Err(Error::ShuttingDown);
+        }
         let (tx, rx) = oneshot::channel();
+        let deadline = started + shared.config.request_timeout;
         {
             let mut queue = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             if queue.len() >= shared.config.queue_limit {
@@ -162,50 +188,61 @@ impl WorkerPool {
                     shared.config.queue_limit
                 )));
             }
-            queue.push_back(Job { request, reply: tx });
+            queue.push_back(Job { request, deadline, reply: tx });
             self.set_queue_gauge(queue.len());
         }
         shared.work.notify_one();
         self.grow_if_waiting();
-        // A request waits in the queue and then runs; both within one request timeout.
-        let answer = tokio::time::timeout(shared.config.request_timeout, rx).await;
+        // The worker kills a job's process at the deadline and answers why; the grace lets that
+        // verdict arrive. Past it, no worker ever took the job (none could start).
+        let answer = tokio::time::timeout_at((deadline + VERDICT_GRACE).into(), rx).await;
         shared
             .metrics
             .request_seconds
             .get_or_create(&PoolLabel { pool: shared.config.pool })
             .observe(started.elapsed().as_secs_f64());
-        let answer = match answer {
+        let timeout_ms = shared.config.request_timeout.as_millis();
+        let pool = shared.config.pool;
+        match answer {
             Ok(Ok(Ok(reply))) => {
                 outcome(if matches!(reply, Reply::Failed { .. }) { "failed" } else { "ok" });
                 call.success();
                 Ok(reply)
             }
-            Ok(Ok(Err(lost))) => {
+            Ok(Ok(Err(Failure::Lost(what)))) => {
                 outcome("crashed");
                 call.failure();
-                Err(Error::Unavailable { what: lost, retry_after_s: 1 })
+                Err(Error::Unavailable { what, retry_after_s: 1 })
             }
-            // Neither counts against the workers: the pool is closing, or busy.
-            Ok(Err(_)) => {
-                outcome("unavailable");
-                Err(Error::Unavailable {
-                    what: format!("the {} pool stopped before answering", shared.config.pool),
-                    retry_after_s: 1,
-                })
-            }
-            Err(_) => {
+            // Busy workers, not broken ones: no verdict on them.
+            Ok(Ok(Err(Failure::Expired))) => {
                 outcome("timeout");
+                drop(call);
                 Err(Error::Unavailable {
                     what: format!(
-                        "no {} worker answered within {} ms (inference.request_timeout_ms)",
-                        shared.config.pool,
-                        shared.config.request_timeout.as_millis()
+                        "every {pool} worker was busy for {timeout_ms} ms (inference.request_timeout_ms);                          retry, or raise inference.workers_max"
                     ),
                     retry_after_s: 1,
                 })
             }
-        };
-        answer
+            Ok(Err(_)) => {
+                outcome("unavailable");
+                drop(call);
+                Err(Error::ShuttingDown)
+            }
+            Err(_) => {
+                outcome("timeout");
+                call.failure();
+                let why = shared.last_loss.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                Err(Error::Unavailable {
+                    what: format!(
+                        "no {pool} worker took the request within {timeout_ms} ms                          (inference.request_timeout_ms); last worker failure: {}",
+                        why.unwrap_or_else(|| "none recorded".into())
+                    ),
+                    retry_after_s: 1,
+                })
+            }
+        }
     }
 
     /// Starts one more worker when requests wait, none is idle, and the pool may grow.
@@ -254,6 +291,8 @@ impl WorkerPool {
     }
 }
 
+/// Starts a worker slot. Only ever called on the node's one runtime thread, so a check of
+/// `live` and the spawn after it cannot interleave with another.
 fn spawn_worker(shared: &Arc<Shared>) {
     let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
     let live = shared.live.fetch_add(1, Ordering::AcqRel) + 1;
@@ -268,6 +307,12 @@ fn spawn_worker(shared: &Arc<Shared>) {
 }
 
 impl Shared {
+    fn remove_slot(&self, slot: u64) {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).retain(|s| s.slot != slot);
+        let live = self.live.load(Ordering::Acquire);
+        self.metrics.workers.get_or_create(&PoolLabel { pool: self.config.pool }).set(live as i64);
+    }
+
     fn update_slot(&self, slot: u64, f: impl FnOnce(&mut WorkerStatus)) {
         if let Some(s) =
             self.slots.lock().unwrap_or_else(|p| p.into_inner()).iter_mut().find(|s| s.slot == slot)
@@ -290,8 +335,10 @@ impl Shared {
         *self.last_loss.lock().unwrap_or_else(|p| p.into_inner()) = Some(detail);
     }
 
-    /// The next job, or `None` when the pool closes or this worker may retire.
-    async fn next_job(&self) -> Option<Job> {
+    /// The next job; or, after `idle_retire` without one, `Retire` when this worker is above
+    /// the minimum (claimed atomically, so two idle workers cannot both leave a pool at its
+    /// minimum); or `Closed`.
+    async fn next_job(&self) -> Next {
         let mut idle_since = Instant::now();
         loop {
             let notified = self.work.notified();
@@ -306,17 +353,18 @@ impl Shared {
                     .queue_depth
                     .get_or_create(&PoolLabel { pool: self.config.pool })
                     .set(depth as i64);
-                return Some(job);
+                return Next::Job(job);
             }
             if self.closed.load(Ordering::Acquire) {
-                return None;
+                return Next::Closed;
             }
             let retire_at = idle_since + self.config.idle_retire;
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep_until(retire_at.into()) => {
-                    if self.live.load(Ordering::Acquire) > self.config.workers_min {
-                        return None;
+                    let min = self.config.workers_min;
+                    if self.live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n > min).then(|| n - 1)).is_ok() {
+                        return Next::Retire;
                     }
                     idle_since = Instant::now();
                 }
@@ -350,33 +398,46 @@ async fn run_slot(shared: Arc<Shared>, slot: u64) {
         shared.update_slot(slot, |s| s.pid = Some(pid));
         loop {
             shared.update_slot(slot, |s| s.state = WorkerState::Idle);
-            let Some(job) = shared.next_job().await else {
-                worker.stop().await;
-                return retire(&shared, slot);
+            let job = match shared.next_job().await {
+                Next::Job(job) => job,
+                Next::Retire => {
+                    // Out of the slot list first: nothing counts a stopping worker as idle.
+                    shared.remove_slot(slot);
+                    worker.stop().await;
+                    return;
+                }
+                Next::Closed => {
+                    worker.stop().await;
+                    return retire(&shared, slot);
+                }
             };
             if job.reply.is_closed() {
                 continue; // its caller gave up while it waited
             }
+            let Some(left) = job.deadline.checked_duration_since(Instant::now()) else {
+                let _ = job.reply.send(Err(Failure::Expired));
+                continue;
+            };
             shared.update_slot(slot, |s| {
                 s.state = WorkerState::Busy;
                 s.requests += 1;
             });
-            match worker.ask(&job.request, shared.config.request_timeout).await {
+            match worker.ask(&job.request, left).await {
                 Ok(reply) => {
                     let _ = job.reply.send(Ok(reply));
                 }
                 Err(lost) => {
                     shared.record_loss(&lost);
                     let what = match &lost {
-                        Lost::Timeout(t) => format!(
-                            "the {} worker did not answer within {} ms (inference.request_timeout_ms) \
-                             and was restarted",
+                        Lost::Timeout(_) => format!(
+                            "the {} worker (pid {pid}) had not answered when the request's {} ms ran out \
+                             (inference.request_timeout_ms); it was killed and is being restarted",
                             shared.config.pool,
-                            t.as_millis()
+                            shared.config.request_timeout.as_millis()
                         ),
                         Lost::Start(d) | Lost::Crash(d) => d.clone(),
                     };
-                    let _ = job.reply.send(Err(what));
+                    let _ = job.reply.send(Err(Failure::Lost(what)));
                     break;
                 }
             }
@@ -385,8 +446,8 @@ async fn run_slot(shared: Arc<Shared>, slot: u64) {
     retire(&shared, slot);
 }
 
+/// Ends a slot that is still counted in `live` (the pool closed).
 fn retire(shared: &Shared, slot: u64) {
-    shared.slots.lock().unwrap_or_else(|p| p.into_inner()).retain(|s| s.slot != slot);
-    let live = shared.live.fetch_sub(1, Ordering::AcqRel) - 1;
-    shared.metrics.workers.get_or_create(&PoolLabel { pool: shared.config.pool }).set(live as i64);
+    shared.live.fetch_sub(1, Ordering::AcqRel);
+    shared.remove_slot(slot);
 }

@@ -40,16 +40,21 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let mut input = BufReader::new(io::stdin().lock());
     let mut output = BufWriter::new(io::stdout().lock());
     let backend = LlamaBackend::init().context("initialising llama.cpp")?;
-    let loaded = LlamaModel::load_from_file(&backend, &args.model, &LlamaModelParams::default())
-        .with_context(|| format!("loading {}", args.model.display()));
-    let model = match loaded {
-        Ok(model) => model,
+    // The digest of the file this worker loads (not of the one the node saw at start): the id
+    // its vectors carry.
+    let loaded = file_digest(&args.model).and_then(|digest| {
+        LlamaModel::load_from_file(&backend, &args.model, &LlamaModelParams::default())
+            .with_context(|| format!("loading {}", args.model.display()))
+            .map(|model| (model, digest))
+    });
+    let (model, digest) = match loaded {
+        Ok(loaded) => loaded,
         Err(e) => {
             write_frame(&mut output, &Reply::Failed { detail: format!("{e:#}") })?;
             return Err(e);
         }
     };
-    let mut embedder = match Embedder::new(&backend, &model, &args) {
+    let mut embedder = match Embedder::new(&backend, &model, &args, digest) {
         Ok(embedder) => embedder,
         Err(e) => {
             write_frame(&mut output, &Reply::Failed { detail: format!("{e:#}") })?;
@@ -78,7 +83,12 @@ pub struct Embedder<'m> {
 }
 
 impl<'m> Embedder<'m> {
-    pub fn new(backend: &LlamaBackend, model: &'m LlamaModel, args: &WorkerArgs) -> anyhow::Result<Self> {
+    pub fn new(
+        backend: &LlamaBackend,
+        model: &'m LlamaModel,
+        args: &WorkerArgs,
+        digest: String,
+    ) -> anyhow::Result<Self> {
         let max_tokens = model.n_ctx_train() as usize;
         if max_tokens == 0 {
             return Err(anyhow!("{}: the model declares no context length", args.model.display()));
@@ -92,8 +102,8 @@ impl<'m> Embedder<'m> {
             .with_n_batch(tokens)
             .with_n_ubatch(tokens)
             .with_n_seq_max(MAX_SEQUENCES as u32)
-            // One context for all sequences of a batch (split per sequence, each would be padded to 256
-            // tokens and the context grown to 64 of them).
+            // Unsplit: llama.cpp would otherwise pad a per-sequence context of n_ctx / n_seq_max up to
+            // 256 tokens and grow n_ctx to 64 of them (BERT keeps no cache; only sizes change).
             .with_kv_unified(true)
             .with_n_threads(threads)
             .with_n_threads_batch(threads)
@@ -102,7 +112,7 @@ impl<'m> Embedder<'m> {
         let context = model.new_context(backend, params).context("creating the llama.cpp context")?;
         let name = model.meta_val_str("general.name").unwrap_or_else(|_| "unnamed".to_string());
         let dim = usize::try_from(model.n_embd()).context("the model's embedding width")?;
-        let info = ModelInfo { name, dim, max_tokens };
+        let info = ModelInfo { name, digest, dim, max_tokens };
         Ok(Embedder { model, context, info, batch_tokens })
     }
 
@@ -124,6 +134,7 @@ impl<'m> Embedder<'m> {
     /// L2-normalised embeddings of `texts`, in order, packed into as few batches as fit.
     pub fn embed(&mut self, texts: &[String]) -> anyhow::Result<Embeddings> {
         let mut out = Embeddings {
+            model: format!("{}@{}", self.info.name, self.info.digest),
             vectors: Vec::with_capacity(texts.len()),
             tokens: Vec::with_capacity(texts.len()),
             truncated: Vec::with_capacity(texts.len()),
@@ -154,7 +165,8 @@ impl<'m> Embedder<'m> {
         vectors: &mut Vec<Vec<f32>>,
     ) -> anyhow::Result<()> {
         let total: usize = sequences.iter().map(Vec::len).sum();
-        let mut batch = LlamaBatch::new(total, sequences.len() as i32);
+        // The second argument is sequence ids per token: each token belongs to one.
+        let mut batch = LlamaBatch::new(total, 1);
         for (seq, tokens) in sequences.iter().enumerate() {
             batch.add_sequence(tokens, seq as i32, true).context("filling the batch")?;
         }
@@ -177,4 +189,12 @@ fn normalised(v: &[f32]) -> Vec<f32> {
         return v.to_vec();
     }
     v.iter().map(|x| (f64::from(*x) / norm) as f32).collect()
+}
+
+/// The first 16 hex digits of the file's BLAKE3 digest.
+pub fn file_digest(path: &std::path::Path) -> anyhow::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    hasher.update_reader(file).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hasher.finalize().to_hex()[..16].to_string())
 }
