@@ -28,6 +28,7 @@ pub struct Settings {
     pub api: ApiSettings,
     pub storage: StorageSettings,
     pub spreading: SpreadingSettings,
+    pub similarity: SimilaritySettings,
     pub attention: AttentionSettings,
     pub health: HealthSettings,
     pub inference: cograft_actors::inference::InferenceConfig,
@@ -100,6 +101,16 @@ pub struct SpreadingSettings {
     pub breaker_successes: u32,
     pub probe_max_ms: u64,
     pub index_stall_ms: u64,
+}
+
+/// `[similarity]`: nearest-neighbour searches over stored vectors (`POST /v1/similar`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimilaritySettings {
+    pub workers: usize,
+    pub product_threads: usize,
+    pub max_top_k: usize,
+    pub max_queries: usize,
 }
 
 /// `[attention]`: the ECAN step the leader proposes (its numbers travel inside the command).
@@ -238,6 +249,10 @@ impl Settings {
             ("spreading.breaker_successes", u64::from(sp.breaker_successes)),
             ("spreading.probe_max_ms", sp.probe_max_ms),
             ("spreading.index_stall_ms", sp.index_stall_ms),
+            ("similarity.workers", self.similarity.workers as u64),
+            ("similarity.product_threads", self.similarity.product_threads as u64),
+            ("similarity.max_top_k", self.similarity.max_top_k as u64),
+            ("similarity.max_queries", self.similarity.max_queries as u64),
             ("health.interval_ms", self.health.interval_ms),
             ("health.check_timeout_ms", self.health.check_timeout_ms),
         ] {

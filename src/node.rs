@@ -26,6 +26,9 @@ use cograft_actors::raft::actor::{Shutdown, WatchMetrics};
 use cograft_actors::raft::metrics::RaftMetricsFamilies;
 use cograft_actors::raft::{PeerNetwork, RaftActor};
 use cograft_actors::resilience::{Breaker, BreakerMetrics};
+use cograft_actors::similarity::actor::SimilarityActor;
+use cograft_actors::similarity::follow::{self as vectors, SharedVectors};
+use cograft_actors::similarity::metrics::SimilarityMetrics;
 use cograft_actors::spreading::metrics::SpreadingMetrics;
 use cograft_actors::spreading::probe::SpreadingHealth;
 use cograft_actors::spreading::{follow, SharedIndex, SpreadingActor};
@@ -50,6 +53,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let raft_metrics_families = Arc::new(RaftMetricsFamilies::register(&mut registry));
     let http_metrics = crate::api::metrics::HttpMetrics::register(&mut registry);
     let spreading_metrics = SpreadingMetrics::register(&mut registry);
+    let similarity_metrics = SimilarityMetrics::register(&mut registry);
     let breaker_metrics = BreakerMetrics::register(&mut registry);
     let health_metrics = HealthMetrics::register(&mut registry);
     let attention_metrics = AttentionMetrics::register(&mut registry);
@@ -89,6 +93,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         reader.clone(),
         Arc::new(Breaker::new("spreading", settings.spreading_breaker(), breaker_metrics.clone())),
         spreading_metrics,
+    );
+    // The vector index follows the same way; searches answer 503 until its first build.
+    let vector_index = Arc::new(SharedVectors::default());
+    vectors::start(reader.clone(), vector_index.clone(), similarity_metrics.clone())
+        .context("starting the vector index thread")?;
+    let similarity = SimilarityActor::start_pool(
+        settings.similarity.workers,
+        settings.similarity.product_threads,
+        vector_index,
+        reader.clone(),
+        similarity_metrics,
     );
     let program = std::env::current_exe().context("finding this binary (inference workers run it)")?;
     let inference =
@@ -150,6 +165,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         raft: raft.clone(),
         storage,
         spreading,
+        similarity,
         inference,
         exporter,
         http_metrics,

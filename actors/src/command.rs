@@ -26,6 +26,10 @@ pub const MAX_ATTENTION: f64 = 1e12;
 pub const MAX_ATTENTION_BUDGET: u64 = 1_000_000;
 /// Most atoms one `Forget` command names.
 pub const MAX_FORGET: usize = 1000;
+/// Most components of one embedding vector.
+pub const MAX_EMBEDDING_DIM: usize = 4096;
+/// Longest embedding model id, in bytes.
+pub const MAX_MODEL_ID_LEN: usize = 200;
 
 /// One log entry's payload: the command plus what makes apply deterministic and idempotent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -236,6 +240,13 @@ pub enum Command {
     Attention {
         step: AttentionStep,
     },
+    /// Stores the atom's vector under `model` (one vector per atom and model; every vector of
+    /// one model in a space has the same dimension), or removes it when `vector` is `None`.
+    SetEmbedding {
+        id: AtomRef,
+        model: String,
+        vector: Option<Vec<f32>>,
+    },
     /// Removes the named atoms of the space that are still forgettable when this applies:
     /// LTI below `lti_below`, not `vlti`, and in no link (forgetting never cascades).
     Forget {
@@ -298,6 +309,13 @@ pub enum CommandResult {
         removed: Vec<AtomId>,
         kept: Vec<AtomId>,
     },
+    /// The atom's vector under `model` was stored (`dim`) or removed (`dim` is `None`; also
+    /// when there was none).
+    Embedded {
+        id: AtomId,
+        model: String,
+        dim: Option<u32>,
+    },
     /// A blank or membership entry: nothing for the client.
     Noop,
     /// Nothing was written; `error` says why.
@@ -331,6 +349,13 @@ pub enum Rejection {
          it); delete those links first, in pages of GET /v1/atoms/{id}/incoming"
     )]
     CascadeTooLarge { id: AtomId, limit: usize },
+    #[error(
+        "model {model:?} has {expected}-dimensional vectors in this space, this one has {got}; \
+         vectors of one model share a dimension (name another model for other vectors)"
+    )]
+    DimensionMismatch { model: String, expected: u32, got: u32 },
+    #[error("atom {id} already has vectors of {limit} models, the most one atom may carry")]
+    TooManyEmbeddings { id: AtomId, limit: usize },
     #[error("batch op {op} failed: {cause}")]
     InBatch { op: usize, cause: Box<Rejection> },
 }
@@ -478,10 +503,43 @@ impl Command {
                     return Err("lti_below must be a finite number".into());
                 }
             }
+            Command::SetEmbedding { id, model, vector } => {
+                check_ref(id)?;
+                validate_model_id(model)?;
+                if let Some(vector) = vector {
+                    validate_vector(vector)?;
+                }
+            }
             Command::UpdateSession { .. } | Command::Tick { .. } => {}
         }
         Ok(())
     }
+}
+
+/// A model id names where vectors come from (`all-minilm-l6-v2@1a2b...`, `fastrp-64`): 1 to
+/// [`MAX_MODEL_ID_LEN`] bytes of visible ASCII.
+pub fn validate_model_id(model: &str) -> Result<(), String> {
+    if model.is_empty() || model.len() > MAX_MODEL_ID_LEN || !model.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "model must be 1..={MAX_MODEL_ID_LEN} bytes of visible ASCII (no spaces), got {model:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// A vector is 1..=[`MAX_EMBEDDING_DIM`] finite numbers, not all zero (a zero vector has no
+/// direction, so no cosine).
+pub fn validate_vector(vector: &[f32]) -> Result<(), String> {
+    if vector.is_empty() || vector.len() > MAX_EMBEDDING_DIM {
+        return Err(format!("a vector has 1..={MAX_EMBEDDING_DIM} components, got {}", vector.len()));
+    }
+    if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
+        return Err(format!("vector component {i} is not a finite number"));
+    }
+    if vector.iter().all(|x| *x == 0.0) {
+        return Err("the vector is all zeros: it has no direction to compare".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod raft;
 pub mod resilience;
+pub mod similarity;
 pub mod spreading;
 pub mod storage;
 

@@ -96,6 +96,17 @@ impl From<Rejection> for ApiError {
                     .with("id", id)
                     .with("limit", limit)
             }
+            Rejection::DimensionMismatch { model, expected, got } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "dimension_mismatch", detail)
+                    .with("model", model)
+                    .with("expected", expected)
+                    .with("got", got)
+            }
+            Rejection::TooManyEmbeddings { id, limit } => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_embeddings", detail)
+                    .with("id", id)
+                    .with("limit", limit)
+            }
             Rejection::SpaceDeleting { name } => {
                 ApiError::new(StatusCode::CONFLICT, "space_deleting", detail).with("space", name)
             }

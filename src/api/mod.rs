@@ -75,6 +75,8 @@ pub struct AppState {
     pub storage: Addr<StorageActor>,
     /// Answers spreads over the in-memory index of the graph.
     pub spreading: Addr<cograft_actors::spreading::SpreadingActor>,
+    /// Answers nearest-neighbour searches over the in-memory vector index.
+    pub similarity: Addr<cograft_actors::similarity::actor::SimilarityActor>,
     /// Runs the models (embeddings) in supervised worker processes.
     pub inference: Addr<cograft_actors::inference::InferenceActor>,
     pub exporter: Arc<Exporter>,

@@ -2,7 +2,8 @@
 //! (spreading activation's graph, vectors) that are built only from these announcements.
 //!
 //! `Applied { first, index, changes }` covers the entries `first..=index` and lists, per
-//! space, the atoms added, updated (truth or attention value, named values) and removed.
+//! space, the atoms added, updated (truth or attention value, named values, vectors) and
+//! removed.
 //! `SnapshotInstalled { index }` says the whole state was replaced. A subscriber builds its
 //! index from storage at some applied index B, ignores events up to B, and must rebuild when
 //! it lags (the channel dropped events) or sees a gap (`first` is not its last index + 1):
@@ -42,6 +43,10 @@ pub struct SpaceChanges {
     /// record as it was). A subscriber reads the state as of `index` from here, never from
     /// storage, which apply may already have moved past.
     pub records: BTreeMap<AtomId, Vec<u8>>,
+    /// Every vector the run stored (`Some`, encoded as in `Table::Embeddings`) or removed
+    /// (`None`), by atom and model, as the run left it. A removed atom's vectors go with it
+    /// and are not listed.
+    pub vectors: BTreeMap<AtomId, BTreeMap<String, Option<Vec<u8>>>>,
 }
 
 /// Per space, what a run of entries changed.

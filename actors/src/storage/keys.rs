@@ -20,6 +20,8 @@
 //! | Idempotency | space \0 key | (index, result) |
 //! | IdempotencyOrder | index ++ space \0 key | () |
 //! | Attention | space \0 id | STI (f64, big-endian bits) |
+//! | Embeddings | space \0 id model | vector (f32 little-endian) |
+//! | EmbeddingModels | space \0 model | ModelVectors |
 
 use super::be;
 use crate::model::AtomId;
@@ -116,6 +118,29 @@ pub fn attention_key(space: &str, id: AtomId) -> Vec<u8> {
     space_and_id(space, id)
 }
 
+/// `space \0 id`: the prefix of one atom's vectors.
+pub fn embeddings_prefix(space: &str, id: AtomId) -> Vec<u8> {
+    space_and_id(space, id)
+}
+
+pub fn embedding_key(space: &str, id: AtomId, model: &str) -> Vec<u8> {
+    [space_and_id(space, id), model.as_bytes().to_vec()].concat()
+}
+
+/// Splits an [`embedding_key`] into (space, id, model).
+pub fn split_embedding_key(key: &[u8]) -> Option<(&str, AtomId, &str)> {
+    let (space, rest) = split_space(key)?;
+    if rest.len() < 8 {
+        return None;
+    }
+    let model = std::str::from_utf8(&rest[8..]).ok()?;
+    Some((space, super::from_be(&rest[..8]), model))
+}
+
+pub fn embedding_model_key(space: &str, model: &str) -> Vec<u8> {
+    [space.as_bytes(), &[0], model.as_bytes()].concat()
+}
+
 pub fn idempotency_key(space: &str, key: &str) -> Vec<u8> {
     [space.as_bytes(), &[0], key.as_bytes()].concat()
 }
@@ -137,6 +162,14 @@ mod tests {
         assert!(node_key("a", "T", "x").starts_with(&type_prefix("a", "T")));
         assert!(!node_key("a", "TT", "x").starts_with(&type_prefix("a", "T")));
         assert!(type_index_key("a", "T", 7).starts_with(&type_prefix("a", "T")));
+    }
+
+    #[test]
+    fn embedding_keys_split_back() {
+        let key = embedding_key("agent_7", 258, "minilm@00ff");
+        assert_eq!(split_embedding_key(&key), Some(("agent_7", 258, "minilm@00ff")));
+        assert!(key.starts_with(&embeddings_prefix("agent_7", 258)));
+        assert!(!key.starts_with(&embeddings_prefix("agent_7", 2)));
     }
 
     #[test]

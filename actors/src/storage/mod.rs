@@ -87,11 +87,15 @@ pub enum Table {
     IdempotencyOrder,
     /// space, id -> STI: every atom whose attention value is not zero (ECAN steps, the focus).
     Attention,
+    /// space, id, model -> the atom's vector under that model (f32, little-endian).
+    Embeddings,
+    /// space, model -> ModelVectors: each model's dimension and vector count in a space.
+    EmbeddingModels,
 }
 
 impl Table {
     /// A snapshot tags each row with the table's position here: new tables go at the end.
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 18] = [
         Table::Meta,
         Table::Atoms,
         Table::NodeIndex,
@@ -108,6 +112,8 @@ impl Table {
         Table::Idempotency,
         Table::IdempotencyOrder,
         Table::Attention,
+        Table::Embeddings,
+        Table::EmbeddingModels,
     ];
 
     pub fn name(self) -> &'static str {
@@ -128,6 +134,8 @@ impl Table {
             Table::Idempotency => "idempotency",
             Table::IdempotencyOrder => "idempotency_order",
             Table::Attention => "attention",
+            Table::Embeddings => "embeddings",
+            Table::EmbeddingModels => "embedding_models",
         }
     }
 

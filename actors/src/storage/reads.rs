@@ -7,6 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 mod attention;
+mod embeddings;
+
+pub use embeddings::{ModelSummary, StoredVector};
 
 use super::apply::META_LAST_APPLIED;
 use super::keys::{
@@ -46,6 +49,17 @@ impl GraphReader {
                 Ok(())
             })
             .map_err(err)
+    }
+
+    /// Every row of each of `tables` in turn (key and value as stored), from one
+    /// point-in-time view, so apply goes on; answers the applied index they reflect (for
+    /// building in-memory indexes that need more than the atoms).
+    pub fn scan_tables(
+        &self,
+        tables: &[Table],
+        each: impl FnMut(Table, &[u8], &[u8]) -> std::io::Result<()>,
+    ) -> Result<u64> {
+        self.core.scan_tables(tables, each).map_err(|e| self.storage_error(e))
     }
 
     /// Subscribes to what apply and installs announce (subscribe before a scan, so nothing

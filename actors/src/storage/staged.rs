@@ -205,6 +205,13 @@ impl<'a> Staged<'a> {
                 }
             }
         }
+        let vectors = (Table::Embeddings, Vec::new())..(Table::EmbeddingModels, Vec::new());
+        for ((_, key), value) in self.base.writes.range(vectors) {
+            let Some((name, id, model)) = super::keys::split_embedding_key(key) else { continue };
+            if let Some(space) = changes.spaces.get_mut(name).filter(|s| !s.removed.contains(&id)) {
+                space.vectors.entry(id).or_default().insert(model.to_string(), value.clone());
+            }
+        }
         if self.base.writes.is_empty() {
             return Ok(changes);
         }

@@ -113,8 +113,20 @@ impl StateMachineCore {
     /// goes on meanwhile. (It takes no snapshot lock: an install that switches the trees during
     /// the walk announces itself, and whoever built from this rebuilds.)
     pub fn scan_atoms(&self, mut atom: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<u64> {
+        self.scan_tables(&[Table::Atoms], |_, _, value| atom(value))
+    }
+
+    /// Hands `row` every row of each of `tables` in turn (one view: one state for all of
+    /// them), as [`scan_atoms`](Self::scan_atoms) does atoms.
+    pub fn scan_tables(
+        &self,
+        tables: &[Table],
+        mut row: impl FnMut(Table, &[u8], &[u8]) -> io::Result<()>,
+    ) -> io::Result<u64> {
         let (view, applied, _) = self.open_view()?;
-        view.scan(Table::Atoms, |_, value| atom(value))?;
+        for table in tables {
+            view.scan(*table, |key, value| row(*table, key, value))?;
+        }
         Ok(applied.map(|l| l.index).unwrap_or(0))
     }
 

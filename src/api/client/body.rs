@@ -118,6 +118,12 @@ pub enum OpBody {
         #[serde(default, deserialize_with = "present")]
         expect: Option<serde_json::Value>,
     },
+    /// The atom's vector under `model`; `null` removes it.
+    SetEmbedding {
+        id: RefBody,
+        model: String,
+        vector: Option<Vec<f32>>,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +152,9 @@ impl OpBody {
             OpBody::SetValue { id, key, value, expect } => {
                 let body = ValueBody { value, expect };
                 Command::SetValue { id: id.to_ref()?, key, expect: body.expect(), value: body.value }
+            }
+            OpBody::SetEmbedding { id, model, vector } => {
+                Command::SetEmbedding { id: id.to_ref()?, model, vector }
             }
         })
     }

@@ -23,7 +23,7 @@ pub const MAX_CASCADE: usize = 10_000;
 
 impl Applier<'_, '_> {
     /// The atom `id` if it exists in this command's space.
-    fn atom(&self, id: AtomId) -> sled::Result<Option<Atom>> {
+    pub(super) fn atom(&self, id: AtomId) -> sled::Result<Option<Atom>> {
         Ok(load::<Atom>(self.st, Table::Atoms, &be(id))?.filter(|a| a.space == self.space))
     }
 
@@ -31,7 +31,7 @@ impl Applier<'_, '_> {
         self.st.put(Table::Atoms, be(atom.id), encode(atom));
     }
 
-    fn report(&mut self, id: AtomId, kind: ChangeKind) {
+    pub(super) fn report(&mut self, id: AtomId, kind: ChangeKind) {
         self.st.changed(Change { space: self.space.to_string(), id, kind });
     }
 
@@ -221,8 +221,9 @@ impl Applier<'_, '_> {
 }
 
 /// Removes one atom and everything keyed by it (its index entries, its attention row, its
-/// incoming entries in its members, its named values), counts it out of its space and reports it removed. The caller
-/// has made sure no link still contains it, or removes those links in the same layer.
+/// incoming entries in its members, its named values and vectors), counts it out of its space
+/// and reports it removed. The caller has made sure no link still contains it, or removes
+/// those links in the same layer.
 pub(super) fn remove_atom(st: &mut Staged, atom: &Atom) -> sled::Result<()> {
     let (index, key) = match &atom.kind {
         AtomKind::Node { name } => (Table::NodeIndex, node_key(&atom.space, &atom.atom_type, name)),
@@ -239,6 +240,7 @@ pub(super) fn remove_atom(st: &mut Staged, atom: &Atom) -> sled::Result<()> {
     for (key, _) in st.scan_prefix(Table::Values, &be(atom.id), MAX_VALUES_PER_ATOM)? {
         st.remove(Table::Values, key);
     }
+    super::embeddings::remove_embeddings(st, atom)?;
     st.remove(Table::Atoms, be(atom.id));
     let is_link = matches!(atom.kind, AtomKind::Link { .. });
     count(st, &atom.space, |s| {

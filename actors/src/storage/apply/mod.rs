@@ -1,5 +1,5 @@
 //! Applying commands to the hypergraph, sessions and observations through a [`Staged`]
-//! overlay: atoms (`atoms`), sessions and observations (`agents`), and bounded housekeeping
+//! overlay: atoms (`atoms`), their vectors (`embeddings`), sessions and observations (`agents`), and bounded housekeeping
 //! (`maintenance`: session expiry, idempotency eviction, observation retention, space
 //! deletion). Apply is deterministic: ids come from counters in the Meta table, time only from
 //! the proposal (`now` is max(last time, proposal time)), limits only from the command or the
@@ -8,6 +8,7 @@
 mod agents;
 mod atoms;
 pub mod attention;
+pub mod embeddings;
 pub mod maintenance;
 
 use super::staged::Staged;
@@ -122,6 +123,10 @@ impl Applier<'_, '_> {
             }
             Command::Attention { step } => Ok(attention::step(self.st, step)?),
             Command::Forget { ids, lti_below } => self.forget(ids, *lti_below)?,
+            Command::SetEmbedding { id, model, vector } => match resolve(id) {
+                Ok(id) => self.set_embedding(id, model, vector.as_deref())?,
+                Err(e) => Err(e),
+            },
         })
     }
 

@@ -16,6 +16,7 @@ use crate::storage::metrics::StorageMetrics;
 use crate::typ::{Entry, StorageError};
 
 mod attention;
+mod embeddings;
 mod snapshots;
 mod spaces;
 

@@ -1,0 +1,72 @@
+//! Similarity's metric families: searches by outcome and their latency, queries per search,
+//! and the vector index's size, builds and updates.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+use crate::metrics::{seconds, Registry};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// ok, invalid, not_found, unavailable.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone)]
+pub struct SimilarityMetrics {
+    pub search_seconds: Histogram,
+    pub searches: Family<OutcomeLabel, Counter>,
+    pub queries: Counter,
+    pub index_vectors: Gauge,
+    pub index_memory_bytes: Gauge,
+    pub index_applied_index: Gauge,
+    pub index_build_seconds: Histogram,
+    pub index_rebuilds: Counter,
+    pub index_updates: Counter,
+}
+
+impl SimilarityMetrics {
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = SimilarityMetrics {
+            search_seconds: seconds(),
+            searches: Family::default(),
+            queries: Counter::default(),
+            index_vectors: Gauge::default(),
+            index_memory_bytes: Gauge::default(),
+            index_applied_index: Gauge::default(),
+            index_build_seconds: seconds(),
+            index_rebuilds: Counter::default(),
+            index_updates: Counter::default(),
+        };
+        let reg = reg.sub_registry_with_prefix("similarity");
+        reg.register("search_seconds", "Time to answer one similarity search", m.search_seconds.clone());
+        reg.register("searches", "Similarity searches by outcome", m.searches.clone());
+        reg.register("queries", "Query vectors scanned (a search carries one or more)", m.queries.clone());
+        reg.register(
+            "index_vectors",
+            "Vectors in the in-memory index, all spaces and models",
+            m.index_vectors.clone(),
+        );
+        reg.register("index_memory_bytes", "Bytes the vector index holds", m.index_memory_bytes.clone());
+        reg.register(
+            "index_applied_index",
+            "The applied index the vector index reflects",
+            m.index_applied_index.clone(),
+        );
+        reg.register(
+            "index_build_seconds",
+            "Time to build the vector index from storage",
+            m.index_build_seconds.clone(),
+        );
+        reg.register(
+            "index_rebuilds",
+            "Vector index rebuilds after the first build",
+            m.index_rebuilds.clone(),
+        );
+        reg.register("index_updates", "Announcements folded into the vector index", m.index_updates.clone());
+        m
+    }
+}

@@ -1,0 +1,152 @@
+//! Recall by meaning over stored vectors: `POST /v1/similar` (nearest atoms by cosine, exact),
+//! an atom's vectors (`PUT /v1/atoms/{id}/embedding`, `GET /v1/atoms/{id}/embeddings`) and the
+//! models a space holds vectors of (`GET /v1/embeddings/models`). Vectors are data: written
+//! through Raft with the model id they belong to, so every replica holds the same ones.
+//! Searches answer from the node's vector index, which is as current as its applied index
+//! (the reply says which).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use cograft_actors::command::Command;
+use cograft_actors::inference::{Embed, Status};
+use cograft_actors::model::AtomId;
+use cograft_actors::similarity::actor::{FindSimilar, Query};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::atoms::respond;
+use super::body::RefBody;
+use super::{propose, read, space_of, ReadParams};
+use crate::api::error::{with_fields, ApiError};
+use crate::api::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/similar", web::post().to(similar))
+        .route("/embeddings/models", web::get().to(models))
+        .route("/atoms/{id}/embedding", web::put().to(set_embedding))
+        .route("/atoms/{id}/embeddings", web::get().to(embeddings));
+}
+
+type State = web::Data<AppState>;
+
+/// Neighbours returned when the request names no `top_k`.
+const DEFAULT_TOP_K: usize = 10;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimilarBody {
+    /// Embedded with the node's embedding model, whose id is then the model searched.
+    text: Option<String>,
+    /// The atom's own vector under `model`.
+    atom_id: Option<AtomId>,
+    vector: Option<Vec<f32>>,
+    /// Several query vectors at once (one result list each).
+    vectors: Option<Vec<Vec<f32>>>,
+    /// Which model's vectors to search; defaults to the embedding model's id.
+    model: Option<String>,
+    top_k: Option<usize>,
+    #[serde(rename = "type")]
+    atom_type: Option<String>,
+}
+
+async fn similar(
+    state: State,
+    req: HttpRequest,
+    body: web::Json<SimilarBody>,
+) -> Result<HttpResponse, ApiError> {
+    let space = space_of(&req)?;
+    let b = body.into_inner();
+    let limits = &state.settings.similarity;
+    let top_k = b.top_k.unwrap_or(DEFAULT_TOP_K);
+    if top_k == 0 || top_k > limits.max_top_k {
+        return Err(ApiError::bad_request(format!(
+            "top_k must be in 1..={} (similarity.max_top_k), got {top_k}",
+            limits.max_top_k
+        )));
+    }
+    let given = [b.text.is_some(), b.atom_id.is_some(), b.vector.is_some(), b.vectors.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(ApiError::bad_request(
+            "give exactly one of text, atom_id, vector and vectors: what to compare the stored vectors with",
+        ));
+    }
+    let (query, model) = match (b.text, b.atom_id, b.vector, b.vectors) {
+        (Some(text), ..) => {
+            let reply = state.inference.send(Embed { texts: vec![text] }).await??;
+            if let Some(named) = b.model.as_ref().filter(|m| **m != reply.model) {
+                return Err(ApiError::bad_request(format!(
+                    "a text is embedded with the node's model {:?}, not {named:?}: leave model out, \
+                     or send the vector of that model",
+                    reply.model
+                )));
+            }
+            (Query::Vectors(reply.embeddings), reply.model)
+        }
+        (_, Some(id), ..) => (Query::Atom(id), model_or_default(&state, b.model).await?),
+        (_, _, Some(vector), _) => (Query::Vectors(vec![vector]), model_or_default(&state, b.model).await?),
+        (.., Some(vectors)) => {
+            if vectors.is_empty() || vectors.len() > limits.max_queries {
+                return Err(ApiError::bad_request(format!(
+                    "vectors holds 1..={} queries (similarity.max_queries), got {}",
+                    limits.max_queries,
+                    vectors.len()
+                )));
+            }
+            (Query::Vectors(vectors), model_or_default(&state, b.model).await?)
+        }
+        (None, None, None, None) => unreachable!("exactly one query form was checked above"),
+    };
+    let reply =
+        state.similarity.send(FindSimilar { space, model, query, top_k, atom_type: b.atom_type }).await??;
+    Ok(HttpResponse::Ok().json(reply))
+}
+
+/// The model a request names, else the embedding model's id (known once a worker loaded it).
+async fn model_or_default(state: &AppState, model: Option<String>) -> Result<String, ApiError> {
+    if let Some(model) = model {
+        return Ok(model);
+    }
+    let status = state.inference.send(Status).await?;
+    match status.embedding.map(|e| e.model_id).filter(|id| !id.is_empty()) {
+        Some(id) => Ok(id),
+        None => Err(ApiError::bad_request(
+            "model is required: no embedding model is loaded on this node to default to \
+             (GET /v1/embeddings/models lists the models the space holds vectors of)",
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbeddingBody {
+    model: String,
+    /// `null` removes the atom's vector of this model.
+    vector: Option<Vec<f32>>,
+}
+
+async fn set_embedding(
+    state: State,
+    req: HttpRequest,
+    id: web::Path<AtomId>,
+    body: web::Json<EmbeddingBody>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let id = RefBody::Id(id.into_inner()).to_ref().map_err(ApiError::bad_request)?;
+    respond(propose(&state, &req, Command::SetEmbedding { id, model: b.model, vector: b.vector }).await?)
+}
+
+async fn embeddings(
+    state: State,
+    req: HttpRequest,
+    id: web::Path<AtomId>,
+    q: web::Query<ReadParams>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, space) = (id.into_inner(), space_of(&req)?);
+    let (vectors, index) = read(&state, &q, move |r| r.embeddings(&space, id)).await?;
+    Ok(HttpResponse::Ok().json(json!({ "id": id, "embeddings": vectors, "applied_index": index })))
+}
+
+async fn models(state: State, req: HttpRequest, q: web::Query<ReadParams>) -> Result<HttpResponse, ApiError> {
+    let space = space_of(&req)?;
+    let (models, index) = read(&state, &q, move |r| r.embedding_models(&space)).await?;
+    Ok(HttpResponse::Ok().json(with_fields(json!({ "models": models }), &[("applied_index", json!(index))])))
+}
