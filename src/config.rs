@@ -103,7 +103,8 @@ pub struct SpreadingSettings {
     pub index_stall_ms: u64,
 }
 
-/// `[similarity]`: nearest-neighbour searches over stored vectors (`POST /v1/similar`).
+/// `[similarity]`: nearest-neighbour searches over stored vectors (`POST /v1/similar`), and
+/// the leader's embedding backfill.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimilaritySettings {
@@ -111,6 +112,8 @@ pub struct SimilaritySettings {
     pub product_threads: usize,
     pub max_top_k: usize,
     pub max_queries: usize,
+    pub backfill_batch: usize,
+    pub backfill_interval_ms: u64,
 }
 
 /// `[attention]`: the ECAN step the leader proposes (its numbers travel inside the command).
@@ -253,6 +256,8 @@ impl Settings {
             ("similarity.product_threads", self.similarity.product_threads as u64),
             ("similarity.max_top_k", self.similarity.max_top_k as u64),
             ("similarity.max_queries", self.similarity.max_queries as u64),
+            ("similarity.backfill_batch", self.similarity.backfill_batch as u64),
+            ("similarity.backfill_interval_ms", self.similarity.backfill_interval_ms),
             ("health.interval_ms", self.health.interval_ms),
             ("health.check_timeout_ms", self.health.check_timeout_ms),
         ] {
@@ -271,6 +276,14 @@ impl Settings {
             bail!("attention.forget_below must be a finite number");
         }
         self.inference.validate().map_err(|e| anyhow::anyhow!(e))?;
+        if self.similarity.backfill_batch > self.inference.max_texts {
+            bail!(
+                "similarity.backfill_batch ({}) must not exceed inference.max_texts ({}): each batch is one \
+                 embedding request",
+                self.similarity.backfill_batch,
+                self.inference.max_texts
+            );
+        }
         if !matches!(self.log.format.as_str(), "pretty" | "json") {
             bail!("log.format must be \"pretty\" or \"json\", got {:?}", self.log.format);
         }

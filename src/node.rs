@@ -27,8 +27,9 @@ use cograft_actors::raft::metrics::RaftMetricsFamilies;
 use cograft_actors::raft::{PeerNetwork, RaftActor};
 use cograft_actors::resilience::{Breaker, BreakerMetrics};
 use cograft_actors::similarity::actor::SimilarityActor;
+use cograft_actors::similarity::backfill::{BackfillParts, EmbeddingBackfill};
 use cograft_actors::similarity::follow::{self as vectors, SharedVectors};
-use cograft_actors::similarity::metrics::SimilarityMetrics;
+use cograft_actors::similarity::metrics::{BackfillMetrics, SimilarityMetrics};
 use cograft_actors::spreading::metrics::SpreadingMetrics;
 use cograft_actors::spreading::probe::SpreadingHealth;
 use cograft_actors::spreading::{follow, SharedIndex, SpreadingActor};
@@ -58,6 +59,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let health_metrics = HealthMetrics::register(&mut registry);
     let attention_metrics = AttentionMetrics::register(&mut registry);
     let inference_metrics = InferenceMetrics::register(&mut registry);
+    let backfill_metrics = BackfillMetrics::register(&mut registry);
     let exporter = Arc::new(Exporter::new(registry));
     let stores =
         cograft_actors::storage::open(&data_dir, settings.storage_options(), storage_metrics.clone())?;
@@ -124,6 +126,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         })
         .start();
     }
+    let backfill = EmbeddingBackfill::new(BackfillParts {
+        node_id: settings.node.id,
+        interval: Duration::from_millis(settings.similarity.backfill_interval_ms),
+        batch: settings.similarity.backfill_batch,
+        max_text_bytes: settings.inference.max_text_bytes,
+        raft: raft.clone(),
+        raft_metrics: raft_metrics.clone(),
+        storage: storage.clone(),
+        inference: inference.clone(),
+        reader: reader.clone(),
+        serving: serving.clone(),
+        metrics: backfill_metrics,
+    })
+    .start();
 
     let health = HealthChecks::default();
     health.register(Arc::new(RaftAlive(raft.clone())));
@@ -167,6 +183,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         spreading,
         similarity,
         inference,
+        backfill,
         exporter,
         http_metrics,
         storage_metrics,

@@ -30,6 +30,8 @@ pub const MAX_FORGET: usize = 1000;
 pub const MAX_EMBEDDING_DIM: usize = 4096;
 /// Longest embedding model id, in bytes.
 pub const MAX_MODEL_ID_LEN: usize = 200;
+/// Most vectors one `Backfill` entry carries (~50 of 384 dimensions fill 100 KiB).
+pub const MAX_BACKFILL_VECTORS: usize = 256;
 
 /// One log entry's payload: the command plus what makes apply deterministic and idempotent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -253,6 +255,25 @@ pub enum Command {
         ids: Vec<AtomId>,
         lti_below: f64,
     },
+    /// Changes the space's settings (the space exists from then on, even if empty).
+    ConfigureSpace {
+        auto_embed: bool,
+    },
+    /// The leader's embeddings of node names (the backfill): stores each vector whose atom is
+    /// still a node with no vector of `model` when this applies, and skips the others (gone,
+    /// embedded meanwhile, another dimension, or at its model limit), so it never overwrites
+    /// nor fails as a whole.
+    Backfill {
+        model: String,
+        vectors: Vec<BackfillVector>,
+    },
+}
+
+/// One vector of a [`Command::Backfill`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackfillVector {
+    pub id: AtomId,
+    pub vector: Vec<f32>,
 }
 
 /// What applying a command answered. Rejections are results too: they are replicated so a
@@ -315,6 +336,16 @@ pub enum CommandResult {
         id: AtomId,
         model: String,
         dim: Option<u32>,
+    },
+    /// The space's settings as they are now.
+    SpaceConfigured {
+        name: String,
+        auto_embed: bool,
+    },
+    /// What a `Backfill` stored, and how many of its vectors it skipped.
+    Backfilled {
+        stored: u64,
+        skipped: u64,
     },
     /// A blank or membership entry: nothing for the client.
     Noop,
@@ -510,7 +541,19 @@ impl Command {
                     validate_vector(vector)?;
                 }
             }
-            Command::UpdateSession { .. } | Command::Tick { .. } => {}
+            Command::Backfill { model, vectors } => {
+                validate_model_id(model)?;
+                if vectors.is_empty() || vectors.len() > MAX_BACKFILL_VECTORS {
+                    return Err(format!(
+                        "a backfill carries 1..={MAX_BACKFILL_VECTORS} vectors, got {}",
+                        vectors.len()
+                    ));
+                }
+                for (i, v) in vectors.iter().enumerate() {
+                    validate_vector(&v.vector).map_err(|e| format!("vectors[{i}]: {e}"))?;
+                }
+            }
+            Command::UpdateSession { .. } | Command::Tick { .. } | Command::ConfigureSpace { .. } => {}
         }
         Ok(())
     }

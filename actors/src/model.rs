@@ -156,9 +156,9 @@ fn validate_identifier(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// What the state machine keeps about one memory space: how much it holds, and whether it is
-/// being deleted (its atoms are removed a bounded number per entry; writes are refused).
-/// Quotas per space will live here too.
+/// What the state machine keeps about one memory space: how much it holds, whether it is
+/// being deleted (its atoms are removed a bounded number per entry; writes are refused), and
+/// its settings. Quotas per space will live here too.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpaceInfo {
     pub name: String,
@@ -167,6 +167,10 @@ pub struct SpaceInfo {
     pub sessions: u64,
     pub observations: u64,
     pub deleting: bool,
+    /// The leader embeds the names of the space's nodes that have no vector of its embedding
+    /// model (asynchronously, after commit). Off by default.
+    #[serde(default)]
+    pub auto_embed: bool,
 }
 
 impl SpaceInfo {
@@ -174,8 +178,9 @@ impl SpaceInfo {
         self.nodes + self.links
     }
 
+    /// Holds nothing and has only default settings: such a space has no row.
     pub fn is_empty(&self) -> bool {
-        self.atoms() == 0 && self.sessions == 0 && self.observations == 0
+        self.atoms() == 0 && self.sessions == 0 && self.observations == 0 && !self.auto_embed
     }
 }
 

@@ -1,5 +1,6 @@
 //! `/admin`: cluster management (init, membership, status, snapshot, digest, effective config),
-//! the health report, the inference pools' state, and forgetting (`forget`).
+//! the health report, the inference pools' state, forgetting (`forget`) and the embedding
+//! backfill (`backfill`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,7 +28,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/config", web::get().to(config))
             .route("/health", web::get().to(health))
             .route("/inference", web::get().to(inference))
-            .configure(super::forget::configure),
+            .configure(super::forget::configure)
+            .configure(super::backfill::configure),
     );
 }
 

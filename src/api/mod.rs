@@ -3,6 +3,7 @@
 //! one message, map the result. `error` is the one place errors become HTTP.
 
 pub mod admin;
+pub mod backfill;
 pub mod client;
 pub mod error;
 pub mod forget;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub similarity: Addr<cograft_actors::similarity::actor::SimilarityActor>,
     /// Runs the models (embeddings) in supervised worker processes.
     pub inference: Addr<cograft_actors::inference::InferenceActor>,
+    /// Embeds node names on the leader (spaces with `auto_embed`, or on request).
+    pub backfill: Addr<cograft_actors::similarity::backfill::EmbeddingBackfill>,
     pub exporter: Arc<Exporter>,
     pub http_metrics: metrics::HttpMetrics,
     pub storage_metrics: Arc<StorageMetrics>,

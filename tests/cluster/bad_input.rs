@@ -214,10 +214,33 @@ fn bad_input_gets_a_json_error_and_changes_nothing() {
 }
 
 #[test]
-fn without_an_embedding_model_embed_answers_503_naming_the_setting() {
+fn without_an_embedding_model_embed_and_backfill_answer_503_naming_the_setting() {
     let c = Cluster::start(1, &[]);
     let reply = c.post(1, "/v1/embed", json!({ "texts": ["hello"] }));
     assert_eq!(reply.status, 503, "{:?}", reply.body);
     assert!(reply.body["detail"].as_str().unwrap().contains("inference.embedding_model"), "{:?}", reply.body);
     assert_eq!(c.get(1, "/admin/inference").body["embedding"], Value::Null);
+    // Nothing to backfill with either; a space's settings still change, and bad ones do not.
+    let backfill = c.post(1, "/admin/embeddings/backfill?space=zoo", json!({}));
+    assert_eq!(backfill.status, 503, "{backfill:?}");
+    assert!(backfill.body["detail"].as_str().unwrap().contains("inference.embedding_model"), "{backfill:?}");
+    let patch = |space: &str, body: Value| {
+        c.call(1, reqwest::Method::PATCH, &format!("/v1/spaces/{space}"), Some(body), None)
+    };
+    for (space, body) in [
+        ("zoo", json!({ "auto_embed": "yes" })),
+        ("zoo", json!({ "auto_embed": true, "colour": "red" })),
+        ("zoo", json!({})),
+        ("not a name", json!({ "auto_embed": true })),
+    ] {
+        let reply = patch(space, body.clone());
+        assert_eq!(reply.status, 400, "{space} {body}: {reply:?}");
+    }
+    assert_eq!(c.get(1, "/v1/spaces").body["spaces"], json!([]), "a refused change made a space");
+    let set = patch("zoo", json!({ "auto_embed": true }));
+    assert_eq!(set.status, 200, "{set:?}");
+    let spaces = c.get(1, "/v1/spaces").body;
+    assert_eq!(spaces["spaces"][0]["name"], "zoo", "{spaces}");
+    assert_eq!(spaces["spaces"][0]["auto_embed"], true, "{spaces}");
+    assert_eq!(c.get(1, "/admin/embeddings").body["backfill"]["model"], Value::Null);
 }

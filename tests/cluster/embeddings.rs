@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{wait_until, Cluster};
 
-fn model_file(name: &str) -> String {
+pub fn model_file(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models").join(name);
     assert!(path.is_file(), "{} is missing: run `make models`", path.display());
     path.display().to_string()

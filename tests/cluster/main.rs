@@ -3,6 +3,8 @@
 
 mod attention;
 mod availability;
+#[cfg(feature = "inference")]
+mod backfill;
 mod bad_input;
 mod cluster_up;
 mod compare;
@@ -18,6 +20,7 @@ mod observability;
 mod operations;
 mod replication;
 mod semantics;
+mod similar;
 mod snapshots;
 mod spaces;
 mod spreading;

@@ -1,5 +1,5 @@
 //! Similarity's metric families: searches by outcome and their latency, queries per search,
-//! and the vector index's size, builds and updates.
+//! the vector index's size, builds and updates, and the embedding backfill's work.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -68,5 +68,43 @@ impl SimilarityMetrics {
         );
         reg.register("index_updates", "Announcements folded into the vector index", m.index_updates.clone());
         m
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VectorOutcome {
+    /// stored, skipped (apply found the node gone or embedded), failed (a batch the model or
+    /// Raft did not take, tried again), dropped (given up after its attempts).
+    pub outcome: &'static str,
+}
+
+/// The embedding backfill's families (`cograft_embedding_backfill_*`).
+#[derive(Clone)]
+pub struct BackfillMetrics {
+    vectors: Family<VectorOutcome, Counter>,
+    pub pending: Gauge,
+    pub scanning: Gauge,
+}
+
+impl BackfillMetrics {
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = BackfillMetrics {
+            vectors: Family::default(),
+            pending: Gauge::default(),
+            scanning: Gauge::default(),
+        };
+        let reg = reg.sub_registry_with_prefix("embedding_backfill");
+        reg.register(
+            "vectors",
+            "Node names the backfill embedded, by what became of the vector",
+            m.vectors.clone(),
+        );
+        reg.register("pending", "New nodes waiting for the backfill to look at them", m.pending.clone());
+        reg.register("scanning", "Spaces the backfill is scanning whole", m.scanning.clone());
+        m
+    }
+
+    pub fn vectors(&self, outcome: &'static str) -> Counter {
+        self.vectors.get_or_create(&VectorOutcome { outcome }).clone()
     }
 }

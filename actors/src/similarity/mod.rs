@@ -3,9 +3,11 @@
 //! current from the state machine's announcements, `actor` answers searches on threads of its
 //! own, and the scores come from matrix products: ggml's (`tensor`, the one module that calls
 //! it) in builds with the `inference` feature, plain Rust (`scan`, also the reference ggml is
-//! tested against) without.
+//! tested against) without. `backfill` embeds node names on the leader and proposes their
+//! vectors (spaces with `auto_embed`, or on an operator's request).
 
 pub mod actor;
+pub mod backfill;
 pub mod follow;
 pub mod index;
 pub mod metrics;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 mod attention;
 mod embeddings;
 
-pub use embeddings::{ModelSummary, StoredVector};
+pub use embeddings::{ModelSummary, StoredVector, Unembedded, UnembeddedPage};
 
 use super::apply::META_LAST_APPLIED;
 use super::keys::{

@@ -10,7 +10,7 @@ use super::super::keys::{embedding_key, embedding_model_key, embeddings_prefix};
 use super::super::staged::Staged;
 use super::super::{encode, Table};
 use super::{load, Applier, Outcome};
-use crate::command::{CommandResult, Rejection};
+use crate::command::{BackfillVector, CommandResult, Rejection};
 use crate::model::{Atom, AtomId};
 
 /// Most models one atom may carry vectors of (so removing an atom is bounded work).
@@ -82,6 +82,29 @@ impl Applier<'_, '_> {
         self.st.put(Table::Embeddings, key, vector_bytes(vector));
         self.report(id, ChangeKind::Updated);
         Ok(Ok(CommandResult::Embedded { id, model: model.to_string(), dim: Some(dim) }))
+    }
+}
+
+impl Applier<'_, '_> {
+    /// Stores each backfilled vector whose atom is still a node without a vector of `model`;
+    /// skips the rest (a rejected one wrote nothing, so the others stand).
+    pub(super) fn backfill(&mut self, model: &str, vectors: &[BackfillVector]) -> sled::Result<Outcome> {
+        let (mut stored, mut skipped) = (0, 0);
+        for BackfillVector { id, vector } in vectors {
+            let wanted = match self.atom(*id)? {
+                Some(atom) => {
+                    atom.name().is_some()
+                        && self.st.get(Table::Embeddings, &embedding_key(self.space, *id, model))?.is_none()
+                }
+                None => false,
+            };
+            if wanted && self.set_embedding(*id, model, Some(vector))?.is_ok() {
+                stored += 1;
+            } else {
+                skipped += 1;
+            }
+        }
+        Ok(Ok(CommandResult::Backfilled { stored, skipped }))
     }
 }
 

@@ -52,6 +52,8 @@ pub fn begin_space_deletion(st: &mut Staged, name: &str) -> sled::Result<Outcome
     }
     if !info.deleting {
         info.deleting = true;
+        // Its settings go with it: a space made again later starts from the defaults.
+        info.auto_embed = false;
         st.put(Table::Spaces, name.as_bytes().to_vec(), encode(&info));
         let mut deleting: Vec<String> = load(st, Table::Meta, META_DELETING)?.unwrap_or_default();
         deleting.push(name.to_string());

@@ -127,6 +127,13 @@ impl Applier<'_, '_> {
                 Ok(id) => self.set_embedding(id, model, vector.as_deref())?,
                 Err(e) => Err(e),
             },
+            Command::Backfill { model, vectors } => self.backfill(model, vectors)?,
+            Command::ConfigureSpace { auto_embed } => {
+                let mut info = space_info(self.st, self.space)?;
+                info.auto_embed = *auto_embed;
+                put_space(self.st, &info);
+                Ok(CommandResult::SpaceConfigured { name: self.space.to_string(), auto_embed: *auto_embed })
+            }
         })
     }
 

@@ -1,11 +1,12 @@
 //! Embeddings as data: one vector per atom and model, one dimension per model and space, the
 //! vectors go with their atom, apply announces them, and the vector index built from storage
-//! equals the one folded from announcements.
+//! equals the one folded from announcements; a backfill stores only what is still unembedded, and
+//! space settings persist until the space is deleted.
 
 use tempfile::TempDir;
 
-use super::{at, node, result, store};
-use crate::command::{AtomRef, Command, CommandResult, Rejection};
+use super::{at, link, node, result, store};
+use crate::command::{AtomRef, BackfillVector, Command, CommandResult, Rejection};
 use crate::similarity::follow::build;
 use crate::storage::reads::GraphReader;
 
@@ -86,4 +87,117 @@ fn vectors_keep_their_model_and_dimension_and_go_with_their_atom() {
     assert_eq!(vectors_announced, 4, "three stored, one removed; the deleted atom's go unlisted");
     assert_eq!(folded.vectors(), 0);
     assert_eq!(build(&reader).unwrap().vectors(), 0);
+}
+
+fn backfill(model: &str, vectors: Vec<(u64, Vec<f32>)>) -> Command {
+    let vectors = vectors.into_iter().map(|(id, vector)| BackfillVector { id, vector }).collect();
+    Command::Backfill { model: model.into(), vectors }
+}
+
+fn configure(auto_embed: bool) -> Command {
+    Command::ConfigureSpace { auto_embed }
+}
+
+#[test]
+fn a_backfill_stores_only_what_is_still_unembedded_and_never_overwrites() {
+    let dir = TempDir::new().unwrap();
+    let core = store(&dir).core;
+    let reader = GraphReader::new(core.clone());
+    let ops =
+        vec![node("cat"), node("dog"), node("eel"), node("gone"), link(vec![AtomRef::Op(0), AtomRef::Op(1)])];
+    let CommandResult::Batch { results } =
+        result(core.apply(vec![at(1, "s", "a", Command::Batch { ops })]).unwrap())
+    else {
+        panic!()
+    };
+    let ids: Vec<u64> = results
+        .iter()
+        .map(|r| match r {
+            CommandResult::Atom { atom, .. } => atom.id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let (cat, dog, eel, gone, link_id) = (ids[0], ids[1], ids[2], ids[3], ids[4]);
+    result(core.apply(vec![at(2, "s", "b", embed(dog, "m", Some(vec![0.0, 1.0, 0.0])))]).unwrap());
+    result(core.apply(vec![at(3, "s", "c", Command::DeleteAtom { id: AtomRef::Id(gone) })]).unwrap());
+
+    let filled = result(
+        core.apply(vec![at(
+            4,
+            "s",
+            "",
+            backfill(
+                "m",
+                vec![
+                    (cat, vec![1.0, 0.0, 0.0]),
+                    (dog, vec![9.0, 9.0, 9.0]), // embedded meanwhile: kept as it was
+                    (gone, vec![1.0, 1.0, 0.0]), // deleted meanwhile
+                    (link_id, vec![0.0, 0.0, 1.0]), // a link has no name to embed
+                    (eel, vec![1.0, 0.0]),      // another dimension than the model's
+                    (9_999, vec![1.0, 0.0, 0.0]), // never existed
+                ],
+            ),
+        )])
+        .unwrap(),
+    );
+    assert_eq!(filled, CommandResult::Backfilled { stored: 1, skipped: 5 });
+    assert_eq!(reader.with(|v| v.embedding("s", cat, "m")).unwrap(), vec![1.0, 0.0, 0.0]);
+    assert_eq!(reader.with(|v| v.embedding("s", dog, "m")).unwrap(), vec![0.0, 1.0, 0.0]);
+    assert!(reader.with(|v| v.embedding("s", eel, "m")).is_err());
+    assert!(reader.with(|v| v.embedding("s", link_id, "m")).is_err());
+    let models = reader.with(|v| v.embedding_models("s")).unwrap();
+    assert_eq!(models.iter().map(|m| (m.model.as_str(), m.vectors)).collect::<Vec<_>>(), vec![("m", 2)]);
+
+    // What the backfill would look at next: only eel is a node without a vector of m.
+    let page = reader.with(|v| v.unembedded_nodes("s", "m", None, 100, 100)).unwrap();
+    assert_eq!(page.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), vec!["eel"]);
+    assert_eq!(page.next, None, "the scan reached the end of the space");
+    let among = reader.with(|v| v.unembedded_among("s", "m", &[cat, eel, link_id, gone])).unwrap();
+    assert_eq!(among.iter().map(|n| n.id).collect::<Vec<_>>(), vec![eel]);
+    // A scan in steps: a budget of one node per step walks the space one name at a time.
+    let mut at_key = None;
+    let mut steps = 0;
+    loop {
+        let page = reader.with(|v| v.unembedded_nodes("s", "m", at_key.as_deref(), 1, 10)).unwrap();
+        steps += 1;
+        match page.next {
+            Some(next) => at_key = Some(next),
+            None => break,
+        }
+        assert!(steps < 10, "the scan does not end");
+    }
+    assert_eq!(steps, 4, "three live nodes, one step each, and the step that finds the end");
+    assert!(reader.with(|v| v.unembedded_nodes("other", "m", None, 10, 10)).unwrap().nodes.is_empty());
+}
+
+#[test]
+fn space_settings_persist_in_an_empty_space_and_go_with_its_deletion() {
+    let dir = TempDir::new().unwrap();
+    let core = store(&dir).core;
+    let reader = GraphReader::new(core.clone());
+    let set = result(core.apply(vec![at(1, "fresh", "a", configure(true))]).unwrap());
+    assert_eq!(set, CommandResult::SpaceConfigured { name: "fresh".into(), auto_embed: true });
+    let listed = reader.with(|v| v.spaces(None, 10)).unwrap();
+    assert_eq!(
+        listed.items.iter().map(|s| (s.name.as_str(), s.atoms(), s.auto_embed)).collect::<Vec<_>>(),
+        vec![("fresh", 0, true)],
+        "a space with settings is listed though it holds nothing"
+    );
+    assert_eq!(reader.with(|v| v.auto_embed_spaces()).unwrap(), vec!["fresh".to_string()]);
+    // Turning the setting off leaves nothing: an empty space with defaults has no row.
+    result(core.apply(vec![at(2, "fresh", "b", configure(false))]).unwrap());
+    assert!(reader.with(|v| v.spaces(None, 10)).unwrap().items.is_empty());
+
+    result(core.apply(vec![at(3, "doomed", "c", node("x"))]).unwrap());
+    result(core.apply(vec![at(4, "doomed", "d", configure(true))]).unwrap());
+    result(core.apply(vec![at(5, "doomed", "e", Command::DeleteSpace { name: "doomed".into() })]).unwrap());
+    assert!(
+        reader.with(|v| v.auto_embed_spaces()).unwrap().is_empty(),
+        "a space being deleted is not embedded"
+    );
+    let refused = result(core.apply(vec![at(6, "doomed", "f", configure(true))]).unwrap());
+    assert_eq!(
+        refused,
+        CommandResult::Rejected { error: Rejection::SpaceDeleting { name: "doomed".into() } }
+    );
 }

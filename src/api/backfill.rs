@@ -1,0 +1,56 @@
+//! `/admin/embeddings`: the embedding backfill's state on this node, and
+//! `POST /admin/embeddings/backfill?space=`, which asks the leader to embed the names of every
+//! node of the space that has no vector of its embedding model (also in a space without
+//! `auto_embed`). The work runs after the answer, in bounded Raft entries; the state shows it.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use cograft_actors::error::Error;
+use cograft_actors::raft::actor::GetStatus;
+use cograft_actors::similarity::backfill::{BackfillState, ScanSpace};
+use serde_json::json;
+
+use super::client::space_of;
+use super::error::ApiError;
+use super::AppState;
+
+/// Routes inside the `/admin` scope.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/embeddings", web::get().to(status)).route("/embeddings/backfill", web::post().to(backfill));
+}
+
+type State = web::Data<AppState>;
+
+async fn status(state: State) -> Result<HttpResponse, ApiError> {
+    let backfill = state.backfill.send(BackfillState).await?;
+    Ok(HttpResponse::Ok().json(json!({ "node_id": state.node_id, "backfill": backfill })))
+}
+
+/// 202 once the leader has the space queued for a whole scan; 421 naming the leader on another
+/// node; 503 when no embedding model is configured; 404 for a space being deleted.
+async fn backfill(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let space = space_of(&req)?;
+    let inference = state.inference.send(cograft_actors::inference::Status).await?;
+    if inference.embedding.is_none() {
+        return Err(Error::Unavailable {
+            what: "no embedding model is configured on this node, so there is nothing to backfill with: set \
+                   inference.embedding_model (COGRAFT__INFERENCE__EMBEDDING_MODEL) to a GGUF sentence-embedding \
+                   model; `make models` writes models/all-minilm-l6-v2.gguf"
+                .into(),
+            retry_after_s: 60,
+        }
+        .into());
+    }
+    state.reader.ensure_live(&space)?;
+    if !state.backfill.send(ScanSpace { space: space.clone() }).await? {
+        let status = state.raft.send(GetStatus).await?;
+        let leader_addr = status.leader_id.and_then(|id| status.membership.nodes.get(&id).cloned());
+        return Err(Error::NotLeader { leader_id: status.leader_id, leader_addr }.into());
+    }
+    Ok(HttpResponse::build(StatusCode::ACCEPTED).json(json!({
+        "space": space,
+        "scanning": true,
+        "node_id": state.node_id,
+        "status": "/admin/embeddings",
+    })))
+}
