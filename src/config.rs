@@ -276,14 +276,6 @@ impl Settings {
             bail!("attention.forget_below must be a finite number");
         }
         self.inference.validate().map_err(|e| anyhow::anyhow!(e))?;
-        if self.similarity.backfill_batch > self.inference.max_texts {
-            bail!(
-                "similarity.backfill_batch ({}) must not exceed inference.max_texts ({}): each batch is one \
-                 embedding request",
-                self.similarity.backfill_batch,
-                self.inference.max_texts
-            );
-        }
         if !matches!(self.log.format.as_str(), "pretty" | "json") {
             bail!("log.format must be \"pretty\" or \"json\", got {:?}", self.log.format);
         }

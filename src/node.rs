@@ -128,9 +128,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let backfill = EmbeddingBackfill::new(BackfillParts {
         node_id: settings.node.id,
+        enabled: !settings.inference.embedding_model.as_os_str().is_empty(),
         interval: Duration::from_millis(settings.similarity.backfill_interval_ms),
-        batch: settings.similarity.backfill_batch,
+        // Each batch is one embedding request: never more names than a request may carry.
+        batch: settings.similarity.backfill_batch.min(settings.inference.max_texts),
         max_text_bytes: settings.inference.max_text_bytes,
+        max_entry_bytes: settings.api.max_entry_bytes,
         raft: raft.clone(),
         raft_metrics: raft_metrics.clone(),
         storage: storage.clone(),

@@ -26,14 +26,29 @@ async fn status(state: State) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({ "node_id": state.node_id, "backfill": backfill })))
 }
 
-/// 202 once the leader has the space queued for a whole scan; 421 naming the leader on another
-/// node; 503 when no embedding model is configured; 404 for a space being deleted.
+/// 202 once the leader has the space queued for a whole scan; elsewhere 421 naming the leader
+/// (503 while there is none); 503 when no embedding model is configured; 404 for a space being
+/// deleted.
 async fn backfill(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let space = space_of(&req)?;
+    let not_leader = || async {
+        let status = state.raft.send(GetStatus).await?;
+        Err::<HttpResponse, ApiError>(match status.leader_id {
+            Some(id) => {
+                let leader_addr = status.membership.nodes.get(&id).cloned();
+                Error::NotLeader { leader_id: Some(id), leader_addr }.into()
+            }
+            None => Error::NoLeader("no leader is elected yet: retry shortly".into()).into(),
+        })
+    };
+    let status = state.raft.send(GetStatus).await?;
+    if status.leader_id != Some(state.node_id) {
+        return not_leader().await;
+    }
     let inference = state.inference.send(cograft_actors::inference::Status).await?;
     if inference.embedding.is_none() {
         return Err(Error::Unavailable {
-            what: "no embedding model is configured on this node, so there is nothing to backfill with: set \
+            what: "no embedding model is configured on the leader, so there is nothing to backfill with: set \
                    inference.embedding_model (COGRAFT__INFERENCE__EMBEDDING_MODEL) to a GGUF sentence-embedding \
                    model; `make models` writes models/all-minilm-l6-v2.gguf"
                 .into(),
@@ -43,9 +58,8 @@ async fn backfill(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErr
     }
     state.reader.ensure_live(&space)?;
     if !state.backfill.send(ScanSpace { space: space.clone() }).await? {
-        let status = state.raft.send(GetStatus).await?;
-        let leader_addr = status.leader_id.and_then(|id| status.membership.nodes.get(&id).cloned());
-        return Err(Error::NotLeader { leader_id: status.leader_id, leader_addr }.into());
+        // Deposed since the check above.
+        return not_leader().await;
     }
     Ok(HttpResponse::build(StatusCode::ACCEPTED).json(json!({
         "space": space,

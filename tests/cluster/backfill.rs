@@ -102,6 +102,13 @@ fn node_names_are_embedded_on_every_replica_and_a_new_leader_finishes_the_work()
     assert_eq!(status["backfill"]["active"], true, "{status}");
     assert!(status["backfill"]["stored"].as_u64().unwrap() >= 11, "{status}");
     assert_eq!(c.get(follower, "/admin/embeddings").body["backfill"]["active"], false);
+    let metrics = c.http.get(format!("http://{}/metrics", c.addr(leader))).send().unwrap().text().unwrap();
+    let stored_series = metrics
+        .lines()
+        .find(|l| l.starts_with("cograft_embedding_backfill_vectors_total{outcome=\"stored\"}"))
+        .unwrap_or_else(|| panic!("no stored-vectors series in:\n{metrics}"));
+    let counted: f64 = stored_series.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(counted as u64, status["backfill"]["stored"].as_u64().unwrap(), "{stored_series}");
 
     // A leader killed with most of a large batch unembedded: the next one embeds every name.
     let many: Vec<String> = (0..400).map(|i| format!("item number {i}")).collect();

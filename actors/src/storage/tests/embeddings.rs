@@ -135,12 +135,13 @@ fn a_backfill_stores_only_what_is_still_unembedded_and_never_overwrites() {
                     (link_id, vec![0.0, 0.0, 1.0]), // a link has no name to embed
                     (eel, vec![1.0, 0.0]),      // another dimension than the model's
                     (9_999, vec![1.0, 0.0, 0.0]), // never existed
+                    (cat, vec![0.0, 0.0, 1.0]), // twice in one entry: the first stands
                 ],
             ),
         )])
         .unwrap(),
     );
-    assert_eq!(filled, CommandResult::Backfilled { stored: 1, skipped: 5 });
+    assert_eq!(filled, CommandResult::Backfilled { stored: 1, skipped: 6 });
     assert_eq!(reader.with(|v| v.embedding("s", cat, "m")).unwrap(), vec![1.0, 0.0, 0.0]);
     assert_eq!(reader.with(|v| v.embedding("s", dog, "m")).unwrap(), vec![0.0, 1.0, 0.0]);
     assert!(reader.with(|v| v.embedding("s", eel, "m")).is_err());
