@@ -2,7 +2,7 @@
 //! `(InheritanceLink (stv 0.9 0.8) (ConceptNode "cat") (ConceptNode "animal"))`, a truth value
 //! `(stv strength confidence)` anywhere among an atom's arguments, `;` comments. A type ending
 //! in `Node` takes one string, its name; any other type is a link of the expressions inside it.
-//! Atomese carries atoms and truth values; named values travel in NDJSON only.
+//! Atomese carries atoms and truth values; named values and vectors travel in NDJSON only.
 //!
 //! Reading: every top-level expression becomes NDJSON lines, members first (a nested link gets
 //! a line and a key of its own, a nested node is named by `{type, name}`, and gets a line of
@@ -235,7 +235,7 @@ fn quoted(s: &str) -> String {
 }
 
 impl Writer {
-    /// The Atomese of one export line (`None` for values and end lines, which Atomese does not
+    /// The Atomese of one export line (`None` for values, embeddings and end lines, which Atomese does not
     /// carry), or why it cannot be written.
     pub fn line(&mut self, line: &Value) -> Result<Option<String>, String> {
         let (Some(key), Some(atom_type)) = (line["key"].as_str(), line["type"].as_str()) else {

@@ -48,6 +48,15 @@ const DRAIN_TIMEOUT_SECS: u64 = 10;
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let data_dir = settings.node.data_dir.clone();
+    // The address first: a node that cannot listen stops before it opens its data or starts
+    // a thread (found later, the error dropped actors and worker pools outside their runtime).
+    let listener = std::net::TcpListener::bind(&settings.node.listen).with_context(|| {
+        format!(
+            "binding {} (node.listen): another process listens there, or the address is not this \
+             host's; pick a free port with --listen or COGRAFT__NODE__LISTEN",
+            settings.node.listen
+        )
+    })?;
     // One registry per process; each component registers its own families into it.
     let mut registry = metrics::registry();
     let storage_metrics = Arc::new(StorageMetrics::register(&mut registry));
@@ -210,8 +219,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     .workers(settings.api.workers)
     .disable_signals()
     .shutdown_timeout(DRAIN_TIMEOUT_SECS)
-    .bind(&settings.node.listen)
-    .with_context(|| format!("binding {}", settings.node.listen))?
+    .listen(listener)
+    .with_context(|| format!("listening on {}", settings.node.listen))?
     .run();
     let handle = server.handle();
     let server_task = actix_web::rt::spawn(server);

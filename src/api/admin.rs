@@ -203,6 +203,7 @@ async fn digest(
             "content_digest": d.digest,
             "atoms": d.atoms,
             "values": d.values,
+            "vectors": d.vectors,
         })));
     }
     let (index, digest) = tokio::task::spawn_blocking(move || reader.digest()).await.map_err(failed)??;

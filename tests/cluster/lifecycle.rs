@@ -1,6 +1,7 @@
 //! Node lifecycle: SIGTERM exits 0 without losing acknowledged writes, the whole cluster
-//! restarts from its directories with every atom, and a node whose data file was damaged
-//! refuses to start, naming the directory and the recovery.
+//! restarts from its directories with every atom, a node whose data file was damaged refuses
+//! to start, naming the directory and the recovery, and one whose address is taken stops before
+//! it opens anything, naming the address and the fix, without a panic.
 
 use std::time::Duration;
 
@@ -64,4 +65,32 @@ fn a_node_with_a_damaged_data_file_refuses_to_start() {
     assert!(log.contains("re-add it as a learner"), "the message does not name the recovery");
     // The rest of the cluster keeps serving.
     assert_eq!(c.add_atom(c.leader(), "after-damage").status, 201);
+}
+
+#[test]
+fn a_node_whose_address_is_taken_refuses_to_start_naming_it_without_a_panic() {
+    let mut c = Cluster::start(1, &[]);
+    assert_eq!(c.add_atom(1, "kept").status, 201);
+    assert_eq!(c.sigterm(1).code(), Some(0));
+    let addr = c.addr(1);
+    let squatter = std::net::TcpListener::bind(&addr).expect("the node's address is free after it stopped");
+    let log_before = c.log_of(1).len();
+
+    let status = c.start_expecting_exit(1, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "a node without its address exited with {status}");
+    let log = c.log_of(1)[log_before..].to_string();
+    assert!(
+        log.contains(&format!("binding {addr} (node.listen)")),
+        "the error does not name the address:\n{log}"
+    );
+    assert!(log.contains("COGRAFT__NODE__LISTEN"), "the error does not name the fix:\n{log}");
+    assert!(!log.contains("panicked"), "the node panicked on its way out:\n{log}");
+    assert!(!log.contains("node started"), "the node got as far as starting:\n{log}");
+
+    // With the address free again it starts on its data.
+    drop(squatter);
+    c.restart(1);
+    c.leader();
+    let found = c.get(1, "/v1/atoms?type=ConceptNode&name=kept");
+    assert_eq!(found.body["atoms"].as_array().map(Vec::len), Some(1), "{found:?}");
 }

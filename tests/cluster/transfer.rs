@@ -1,6 +1,7 @@
 //! Bulk import and export on a live cluster, through the CLI: a generated file of 100k atoms
 //! (links by reference and links of links, named values) imported, exported and imported into
-//! another space gives the same content digest though every id differs; running an import
+//! another space gives the same content digest though every id differs (vectors included);
+//! running an import
 //! again with its import id adds nothing (not even `revision` evidence); malformed lines are
 //! reported by number and nothing else is lost.
 
@@ -13,8 +14,8 @@ use serde_json::{json, Value};
 use crate::harness::{bin, Cluster};
 
 /// `nodes` ConceptNodes, a ListLink between each node and the next (by key), a SimilarityLink
-/// of every tenth ListLink with a node named by (type, name), and named values on every
-/// hundredth node: nodes + (nodes - 1) + (nodes - 1) / 10 atoms.
+/// of every tenth ListLink with a node named by (type, name), named values on every hundredth
+/// node and a vector on every fiftieth: nodes + (nodes - 1) + (nodes - 1) / 10 atoms.
 fn generated(nodes: usize) -> String {
     let mut out = String::new();
     for i in 0..nodes {
@@ -40,6 +41,10 @@ fn generated(nodes: usize) -> String {
             json!({ "key": format!("n{i}"), "values": { "rank": i, "label": { "en": format!("c{i}") } } })
         )
         .unwrap();
+    }
+    for i in (0..nodes).step_by(50) {
+        let vector: Vec<f32> = (0..3).map(|j| ((i * 3 + j) as f32 * 0.37).sin() + 1.5).collect();
+        writeln!(out, "{}", json!({ "key": format!("n{i}"), "embeddings": { "toy": vector } })).unwrap();
     }
     out
 }
@@ -83,8 +88,10 @@ fn export_then_import_keeps_the_content_and_reruns_add_nothing() {
     // Every line's atom (the SimilarityLinks' node references merge into "concept 0").
     assert_eq!(first["created"].as_u64().unwrap() as usize, atoms, "{first}");
     assert_eq!(first["values"].as_u64().unwrap() as usize, 2 * nodes.div_ceil(100), "{first}");
+    assert_eq!(first["embeddings"].as_u64().unwrap() as usize, nodes.div_ceil(50), "{first}");
     let a = content_digest(&c, "a");
     assert_eq!(a["atoms"].as_u64().unwrap() as usize, atoms);
+    assert_eq!(a["vectors"].as_u64().unwrap() as usize, nodes.div_ceil(50));
 
     // The same file again (its import id is the file's hash): every entry answers from the
     // idempotency table, so revision pools no evidence twice.
@@ -104,11 +111,27 @@ fn export_then_import_keeps_the_content_and_reruns_add_nothing() {
     let exported = dir.path().join("a.ndjson");
     let end = cli(&c, &["export", "--space", "a", "--out", exported.to_str().unwrap()]);
     assert_eq!(end["atoms"].as_u64().unwrap() as usize, atoms, "{end}");
+    assert_eq!(end["embeddings"].as_u64().unwrap() as usize, nodes.div_ceil(50), "{end}");
     let b = import(&c, &exported, "b", &[]);
     assert_eq!(b["error_count"], 0, "{b}");
     let b = content_digest(&c, "b");
     assert_eq!(b["content_digest"], a["content_digest"], "export -> import changed the content");
     assert_eq!(b["values"], a["values"]);
+    assert_eq!(b["vectors"], a["vectors"]);
+    // One vector changed in a copy of b's export digests differently: vectors are content.
+    let in_b = dir.path().join("b.ndjson");
+    cli(&c, &["export", "--space", "b", "--out", in_b.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&in_b).unwrap();
+    let line =
+        text.lines().find(|l| l.contains("\"embeddings\":{")).expect("an embeddings line in the export");
+    let mut changed: Value = serde_json::from_str(line).unwrap();
+    changed["embeddings"]["toy"][0] = json!(9.0);
+    let copy = dir.path().join("b-changed.ndjson");
+    std::fs::write(&copy, text.replace(line, &changed.to_string())).unwrap();
+    assert_eq!(import(&c, &copy, "d", &[])["error_count"], 0);
+    let d = content_digest(&c, "d");
+    assert_eq!(d["vectors"], a["vectors"]);
+    assert_ne!(d["content_digest"], a["content_digest"], "a changed vector left the digest as it was");
     let first_of =
         |space: &str| c.get(1, &format!("/v1/atoms?type=ConceptNode&name=concept%201&space={space}"));
     // And a space with one truth value changed digests differently.
@@ -143,18 +166,28 @@ fn malformed_lines_are_reported_by_number_and_nothing_else_is_lost() {
         String::new(),
         json!({ "type": "InheritanceLink", "outgoing": [{ "key": "pets" }, { "type": "ConceptNode", "name": "animal" }] })
             .to_string(),
+        json!({ "key": "dog", "embeddings": { "toy": [1.0, 0.0] } }).to_string(),
+        // Another dimension than the model's first vector: refused by the state machine.
+        json!({ "key": "cat", "embeddings": { "toy": [1.0, 0.0, 0.0] } }).to_string(),
+        json!({ "key": "cat", "embeddings": { "toy": [] } }).to_string(),
+        json!({ "embeddings": { "toy": [1.0, 1.0] } }).to_string(),
     ];
     std::fs::write(&file, lines.join("\n")).unwrap();
     let answer = import(&c, &file, "default", &[]);
     let bad: Vec<u64> =
         answer["errors"].as_array().unwrap().iter().map(|e| e["line"].as_u64().unwrap()).collect();
-    assert_eq!(bad, vec![2, 4, 5, 8, 10, 6], "{answer}");
-    let unknown = &answer["errors"][5]["error"];
+    // Lines refused as they are read come first; then what the state machine refused.
+    assert_eq!(bad, vec![2, 4, 5, 8, 10, 15, 16, 6, 14], "{answer}");
+    let unknown = &answer["errors"][7]["error"];
     assert!(unknown.as_str().unwrap().contains("999999999"), "{answer}");
+    let mismatch = answer["errors"][8]["error"].as_str().unwrap();
+    assert!(mismatch.contains("dimension"), "{answer}");
     // cat, dog, pets, animal and the InheritanceLink; pets' value.
     assert_eq!(answer["created"], 5, "{answer}");
     assert_eq!(answer["values"], 1, "{answer}");
-    assert_eq!(content_digest(&c, "default")["atoms"], 5);
+    assert_eq!(answer["embeddings"], 1, "{answer}");
+    let digest = content_digest(&c, "default");
+    assert_eq!((digest["atoms"].clone(), digest["vectors"].clone()), (json!(5), json!(1)), "{digest}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! One memory space's content, independent of ids and times: walked from a point-in-time view
 //! (for export), and hashed into the **content digest**, equal on two clusters that hold the
-//! same atoms (types, names, outgoing sets by content), truth values and named values, whatever
-//! ids and times they were given. Attention values, creation times and ids are left out: an
+//! same atoms (types, names, outgoing sets by content), truth values, named values and vectors
+//! (by model), whatever ids and times they were given. Attention values, creation times and ids are left out: an
 //! export carries none of them. A space being deleted has no content to walk: both answer
 //! `None`, as every other read of it answers not found.
 
@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::io;
 
+use super::keys::split_embedding_key;
 use super::state_machine::StateMachineCore;
 use super::view::View;
 use super::{decode, from_be, Table};
@@ -20,19 +21,22 @@ pub struct ContentDigest {
     pub applied_index: u64,
     pub atoms: u64,
     pub values: u64,
+    pub vectors: u64,
     pub digest: String,
 }
 
 impl StateMachineCore {
     /// Hands `atom` every atom of `space` in id order (so a link comes after its members), then
-    /// `value` every named value of those atoms (by atom id, then key), all as of the applied
-    /// index it answers; apply goes on meanwhile, snapshot builds and installs wait (the walk
-    /// reads one generation of trees, which an install would drop).
+    /// `value` every named value of those atoms (by atom id, then key), then `vector` every
+    /// stored vector of them (by atom id, then model; the stored little-endian f32 bytes), all
+    /// as of the applied index it answers; apply goes on meanwhile, snapshot builds and
+    /// installs wait (the walk reads one generation of trees, which an install would drop).
     pub fn walk_space(
         &self,
         space: &str,
         mut atom: impl FnMut(&Atom) -> io::Result<()>,
         mut value: impl FnMut(AtomId, &str, &[u8]) -> io::Result<()>,
+        mut vector: impl FnMut(AtomId, &str, &[u8]) -> io::Result<()>,
     ) -> io::Result<Option<u64>> {
         let _one = super::state_machine::locked(&self.snapshot_lock);
         let (view, applied, _) = self.open_view()?;
@@ -56,18 +60,26 @@ impl StateMachineCore {
             let name = std::str::from_utf8(&key[8..]).map_err(io::Error::other)?;
             value(id, name, bytes)
         })?;
+        view.scan(Table::Embeddings, |key, bytes| match split_embedding_key(key) {
+            Some((s, id, model)) if s == space && ids.contains(&id) => vector(id, model, bytes),
+            Some(_) => Ok(()),
+            None => Err(io::Error::other("an embedding key that does not split into space, atom and model")),
+        })?;
         Ok(Some(applied.map(|l| l.index).unwrap_or(0)))
     }
 
     /// The content digest of `space` (see the module's comment).
     pub fn content_digest(&self, space: &str) -> io::Result<Option<ContentDigest>> {
         // Per atom: the hash of what it is (type and name, or type and its members' hashes),
-        // and the hash of that with its truth value and its named values (which arrive after
-        // every atom, in atom order, so one hasher at a time gathers them).
+        // and the hash of that with its truth value, then with its named values, then with its
+        // vectors (values and vectors arrive after every atom, each in atom order, so one
+        // hasher at a time gathers an atom's; the vectors' first finishes the values' last, so
+        // how an atom's record is folded never depends on its neighbours' ids).
         let mut identity: HashMap<AtomId, [u8; 32]> = HashMap::new();
         let records: RefCell<HashMap<AtomId, [u8; 32]>> = RefCell::default();
-        let mut values = 0;
-        let mut current: Option<(AtomId, blake3::Hasher)> = None;
+        let (mut values, mut vectors) = (0, 0);
+        let current: RefCell<Option<(AtomId, blake3::Hasher)>> = RefCell::default();
+        let mut in_vectors = false;
         let finish = |current: Option<(AtomId, blake3::Hasher)>| {
             if let Some((id, hasher)) = current {
                 let mut records = records.borrow_mut();
@@ -108,19 +120,23 @@ impl StateMachineCore {
             },
             |id, key, bytes| {
                 values += 1;
-                if current.as_ref().is_some_and(|(at, _)| *at != id) {
-                    finish(current.take());
+                fold(&current, &finish, id, b"", key, bytes);
+                Ok(())
+            },
+            |id, model, bytes| {
+                vectors += 1;
+                if !in_vectors {
+                    in_vectors = true;
+                    finish(current.borrow_mut().take());
                 }
-                let (_, h) = current.get_or_insert_with(|| (id, blake3::Hasher::new()));
-                h.update(&(key.len() as u64).to_be_bytes()).update(key.as_bytes());
-                h.update(&(bytes.len() as u64).to_be_bytes()).update(bytes);
+                fold(&current, &finish, id, b"vector", model, bytes);
                 Ok(())
             },
         )?
         else {
             return Ok(None);
         };
-        finish(current.take());
+        finish(current.borrow_mut().take());
         let mut records: Vec<[u8; 32]> = records.into_inner().into_values().collect();
         records.sort_unstable();
         let mut all = blake3::Hasher::new();
@@ -132,9 +148,30 @@ impl StateMachineCore {
             applied_index: applied,
             atoms: records.len() as u64,
             values,
+            vectors,
             digest: all.finalize().to_hex().to_string(),
         }))
     }
+}
+
+/// Hashes one named value or vector of atom `id` into the atom's hasher, finishing the previous
+/// atom's first. Named values carry no `kind` tag (their digests stay what they were before
+/// vectors were content); vectors carry `vector`.
+fn fold(
+    current: &RefCell<Option<(AtomId, blake3::Hasher)>>,
+    finish: &impl Fn(Option<(AtomId, blake3::Hasher)>),
+    id: AtomId,
+    kind: &[u8],
+    name: &str,
+    bytes: &[u8],
+) {
+    let mut current = current.borrow_mut();
+    if current.as_ref().is_some_and(|(at, _)| *at != id) {
+        finish(current.take());
+    }
+    let (_, h) = current.get_or_insert_with(|| (id, blake3::Hasher::new()));
+    h.update(kind).update(&(name.len() as u64).to_be_bytes()).update(name.as_bytes());
+    h.update(&(bytes.len() as u64).to_be_bytes()).update(bytes);
 }
 
 /// Whether `space` was being deleted when `view` opened: its atoms are then going away a

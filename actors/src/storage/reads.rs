@@ -81,16 +81,17 @@ impl GraphReader {
             .ok_or_else(|| being_deleted(space))
     }
 
-    /// Every atom of `space`, then every named value of them, from a point-in-time view (see
-    /// `content`); answers the applied index it reflects.
+    /// Every atom of `space`, then every named value of them, then every vector of them, from a
+    /// point-in-time view (see `content`); answers the applied index it reflects.
     pub fn walk_space(
         &self,
         space: &str,
         atom: impl FnMut(&Atom) -> std::io::Result<()>,
         value: impl FnMut(AtomId, &str, &[u8]) -> std::io::Result<()>,
+        vector: impl FnMut(AtomId, &str, &[u8]) -> std::io::Result<()>,
     ) -> Result<u64> {
         self.core
-            .walk_space(space, atom, value)
+            .walk_space(space, atom, value, vector)
             .map_err(|e| self.storage_error(e))?
             .ok_or_else(|| being_deleted(space))
     }

@@ -1,8 +1,9 @@
-//! `GET /v1/export?space=`: the space's atoms and named values as NDJSON, streamed from one
+//! `GET /v1/export?space=`: the space's atoms, named values and vectors as NDJSON, streamed from one
 //! point-in-time view (after a read barrier, so every acknowledged write is in it). One line
 //! per atom in id order (a link after its members), every line with a `key` (`a<id>`), links
-//! naming their members by key; then one `{key, values}` line per atom with named values; and
-//! last an `{"end": {atoms, values, applied_index}}` line, so a reader can tell a whole export
+//! naming their members by key; then one `{key, values}` line per atom with named values; then
+//! one `{key, embeddings: {model: vector}}` line per atom and model with a vector; and last an
+//! `{"end": {atoms, values, embeddings, applied_index}}` line, so a reader can tell a whole export
 //! from a cut one (a failure midway ends the stream with an `{"error"}` line instead).
 //! `POST /v1/import` reads this format back.
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use cograft_actors::model::{Atom, AtomId, AtomKind};
+use cograft_actors::storage::apply::embeddings::vector_from_bytes;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
@@ -55,12 +57,21 @@ struct Writer {
     runtime: tokio::runtime::Handle,
     atoms: u64,
     values: u64,
+    vectors: u64,
     /// Named values come ordered by atom: each atom's go out as one line.
     pending: Option<(AtomId, Map<String, Value>)>,
 }
 
+/// A vector's line, typed so its components print as the shortest decimals that read back to
+/// the same f32 (through `Value` they would print as widened f64s, twice as long).
+#[derive(serde::Serialize)]
+struct VectorLine<'a> {
+    key: String,
+    embeddings: std::collections::BTreeMap<&'a str, Vec<f32>>,
+}
+
 impl Writer {
-    fn line(&mut self, line: &Value) -> io::Result<()> {
+    fn line(&mut self, line: &impl serde::Serialize) -> io::Result<()> {
         serde_json::to_writer(&mut self.buf, line).map_err(io::Error::other)?;
         self.buf.push(b'\n');
         if self.buf.len() >= CHUNK {
@@ -101,15 +112,27 @@ impl Writer {
         }
     }
 
-    /// The last values line and the end line (or the error line), then the last chunk.
+    /// One line per atom and model: a line's ops must fit one entry when it is imported again,
+    /// and one vector does (at most 4096 components), where 16 of one atom may not.
+    fn vector(&mut self, id: AtomId, model: &str, bytes: &[u8]) -> io::Result<()> {
+        if self.vectors == 0 {
+            self.values_line()?;
+        }
+        self.vectors += 1;
+        let line = VectorLine { key: export_key(id), embeddings: [(model, vector_from_bytes(bytes))].into() };
+        self.line(&line)
+    }
+
+    /// The last values line (when no vector followed it) and the end line (or the error
+    /// line), then the last chunk.
     fn finish(mut self, walked: cograft_actors::Result<u64>) {
         let walked = walked.and_then(|index| {
             self.values_line().map(|_| index).map_err(|e| cograft_actors::Error::Invalid(e.to_string()))
         });
         let end = match walked {
-            Ok(index) => {
-                json!({ "end": { "atoms": self.atoms, "values": self.values, "applied_index": index } })
-            }
+            Ok(index) => json!({ "end": {
+                "atoms": self.atoms, "values": self.values, "embeddings": self.vectors, "applied_index": index
+            } }),
             Err(e) => json!({ "error": e.to_string() }),
         };
         if self.line(&end).is_ok() {
@@ -141,13 +164,21 @@ async fn export(
     let reader = state.reader.clone();
     tokio::task::spawn_blocking(move || {
         let _running = running;
-        let writer =
-            Writer { buf: Vec::with_capacity(CHUNK), tx, runtime, atoms: 0, values: 0, pending: None };
+        let writer = Writer {
+            buf: Vec::with_capacity(CHUNK),
+            tx,
+            runtime,
+            atoms: 0,
+            values: 0,
+            vectors: 0,
+            pending: None,
+        };
         let writer = RefCell::new(writer);
         let walked = reader.walk_space(
             &space,
             |atom| writer.borrow_mut().atom(atom),
             |id, key, bytes| writer.borrow_mut().value(id, key, bytes),
+            |id, model, bytes| writer.borrow_mut().vector(id, model, bytes),
         );
         writer.into_inner().finish(walked);
     });

@@ -3,8 +3,9 @@
 //! `MAX_BATCH_OPS` ops within `api.max_entry_bytes`). A line is a node `{type, name, tv?, key?,
 //! values?}`, a link `{type, outgoing, tv?, key?, values?}` whose members are atom ids,
 //! `{"type", "name"}` node references (added when absent) or `{"key": K}` for an earlier line's
-//! key (how links of links are written), or named values `{key, values}` for an earlier line's
-//! atom; `export`'s end line is accepted and skipped.
+//! key (how links of links are written), named values `{key, values}` or vectors
+//! `{key, embeddings: {model: vector}}` for an earlier line's atom (a node or link line may
+//! carry both too); `export`'s end line is accepted and skipped.
 //!
 //! An import is not one transaction: each entry applies on its own. A bad line is reported by
 //! number and left out, and nothing else is lost (an entry the state machine rejects for one
@@ -14,7 +15,7 @@
 //! applying it twice (`revision` never counts the same evidence twice), as long as the
 //! idempotency table still holds those keys.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use cograft_actors::command::{AtomRef, Command, CommandResult, Rejection, MAX_BATCH_OPS};
@@ -58,6 +59,8 @@ struct Line {
     outgoing: Option<Vec<Member>>,
     tv: Option<TruthValue>,
     values: Option<Map<String, Value>>,
+    /// Vectors by model (each stored as `PUT /v1/atoms/{id}/embedding` would).
+    embeddings: Option<BTreeMap<String, Vec<f32>>>,
     /// Export's last line.
     end: Option<Value>,
 }
@@ -95,6 +98,7 @@ impl Line {
             && self.outgoing.is_none()
             && self.tv.is_none()
             && self.values.is_none()
+            && self.embeddings.is_none()
     }
 
     /// Whether a member of this line is the atom `id`.
@@ -167,10 +171,15 @@ impl Batch {
                 ops.push(Command::AddLink { atom_type: t.clone(), outgoing, tv: line.tv, merge });
                 Some(AtomRef::Op(base + ops.len() - 1))
             }
-            (None, None, None) if line.values.is_some() && line.tv.is_none() => None,
+            (None, None, None)
+                if (line.values.is_some() || line.embeddings.is_some()) && line.tv.is_none() =>
+            {
+                None
+            }
             _ => {
                 return Err(Refused::Bad(
-                    "a line is a node {type, name}, a link {type, outgoing} or named values {key, values}"
+                    "a line is a node {type, name}, a link {type, outgoing}, named values {key, values} or \
+                     vectors {key, embeddings}"
                         .into(),
                 ))
             }
@@ -178,10 +187,19 @@ impl Batch {
         let target = match (atom, &line.key) {
             (Some(atom), _) => atom,
             (None, Some(key)) => resolve(key)?,
-            (None, None) => return Err(Refused::Bad("a values line needs the key of its atom".into())),
+            (None, None) => {
+                return Err(Refused::Bad("a values or embeddings line needs the key of its atom".into()))
+            }
         };
         for (key, value) in line.values.iter().flatten() {
             ops.push(Command::SetValue { id: target, key: key.clone(), value: value.clone(), expect: None });
+        }
+        for (model, vector) in line.embeddings.iter().flatten() {
+            ops.push(Command::SetEmbedding {
+                id: target,
+                model: model.clone(),
+                vector: Some(vector.clone()),
+            });
         }
         // Checked here as the entry will be: one bad op would refuse the whole entry.
         ops.iter().try_for_each(Command::validate_as_op).map_err(Refused::Bad)?;
@@ -215,6 +233,7 @@ struct Tally {
     atoms: u64,
     created: u64,
     values: u64,
+    embeddings: u64,
     entries: u64,
     index: u64,
     errors: Vec<Value>,
@@ -337,6 +356,7 @@ impl Importer<'_> {
                     self.tally.created += u64::from(*created);
                 }
                 CommandResult::Value { .. } => self.tally.values += 1,
+                CommandResult::Embedded { .. } => self.tally.embeddings += 1,
                 _ => {}
             }
         }
@@ -431,6 +451,7 @@ async fn import(
         "atoms": tally.atoms,
         "created": tally.created,
         "values": tally.values,
+        "embeddings": tally.embeddings,
         "entries": tally.entries,
         "index": tally.index,
         "errors": tally.errors,

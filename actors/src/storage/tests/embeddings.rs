@@ -202,3 +202,41 @@ fn space_settings_persist_in_an_empty_space_and_go_with_its_deletion() {
         CommandResult::Rejected { error: Rejection::SpaceDeleting { name: "doomed".into() } }
     );
 }
+
+#[test]
+fn the_content_digest_holds_vectors_whatever_order_the_atoms_were_made_in() {
+    // p has a named value; q a named value and a vector. Made p first, q is both the last atom
+    // with values and the first with a vector; made q first, it is neither: the digest must
+    // fold q's record alike both ways.
+    let digest = |order: [&str; 2], vector: [f32; 2]| {
+        let dir = TempDir::new().unwrap();
+        let core = store(&dir).core;
+        let reader = GraphReader::new(core.clone());
+        let mut index = 0;
+        let mut apply = |command: Command| {
+            index += 1;
+            result(core.apply(vec![at(index, "s", "", command)]).unwrap())
+        };
+        let mut ids = std::collections::HashMap::new();
+        for name in order {
+            let CommandResult::Atom { atom, .. } = apply(node(name)) else { panic!() };
+            ids.insert(name, atom.id);
+        }
+        for name in ["p", "q"] {
+            let value = Command::SetValue {
+                id: AtomRef::Id(ids[name]),
+                key: "k".into(),
+                value: serde_json::json!(name),
+                expect: None,
+            };
+            apply(value);
+        }
+        apply(embed(ids["q"], "m", Some(vector.to_vec())));
+        let d = reader.content_digest("s").unwrap();
+        assert_eq!((d.atoms, d.values, d.vectors), (2, 2, 1));
+        d.digest
+    };
+    let made_p_first = digest(["p", "q"], [1.0, 0.5]);
+    assert_eq!(digest(["q", "p"], [1.0, 0.5]), made_p_first, "the digest depends on the ids");
+    assert_ne!(digest(["p", "q"], [1.0, 0.25]), made_p_first, "a vector is not content");
+}
