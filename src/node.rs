@@ -112,7 +112,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let similarity = SimilarityActor::start_pool(
         settings.similarity.workers,
         settings.similarity.product_threads,
-        vector_index,
+        vector_index.clone(),
         reader.clone(),
         similarity_metrics,
     );
@@ -194,6 +194,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         storage,
         spreading,
         similarity,
+        vector_index,
         inference,
         backfill,
         exporter,

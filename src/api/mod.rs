@@ -78,6 +78,8 @@ pub struct AppState {
     pub spreading: Addr<cograft_actors::spreading::SpreadingActor>,
     /// Answers nearest-neighbour searches over the in-memory vector index.
     pub similarity: Addr<cograft_actors::similarity::actor::SimilarityActor>,
+    /// The vector index searches read (a linearizable search waits for it to catch up).
+    pub vector_index: Arc<cograft_actors::similarity::follow::SharedVectors>,
     /// Runs the models (embeddings) in supervised worker processes.
     pub inference: Addr<cograft_actors::inference::InferenceActor>,
     /// Embeds node names on the leader (spaces with `auto_embed`, or on request).

@@ -1,8 +1,8 @@
 //! Vectors as replicated data and nearest neighbours over HTTP: vectors stored through any node
 //! reach every replica bit for bit, every node ranks the same neighbours with the same scores
 //! (those of a brute-force cosine computed here), `type` filters and `atom_id` queries leave
-//! what they should out, a deleted atom's vector leaves every index, and bad requests get 4xx
-//! without changing anything.
+//! what they should out, a deleted atom's vector leaves every index, bad requests get 4xx
+//! without changing anything, and a search sees every vector acknowledged before it began.
 
 use std::time::Duration;
 
@@ -138,4 +138,41 @@ fn stored_vectors_replicate_and_every_node_ranks_the_same_neighbours() {
     for n in 1..=3 {
         neighbours(&c, n, query.clone(), &after);
     }
+
+    // A search is linearizable by default: a vector acknowledged before it began is in its
+    // answer, on a follower too, with no waiting on the client's side.
+    for k in 0..10 {
+        let added = c.add_atom(leader, &format!("fresh{k}"));
+        let id = added.body["id"].as_u64().unwrap();
+        let v = planted(100 + k);
+        let put = c.call(
+            leader,
+            Method::PUT,
+            &format!("/v1/atoms/{id}/embedding?space=default"),
+            Some(json!({ "model": MODEL, "vector": v })),
+            None,
+        );
+        assert_eq!(put.status, 200, "{put:?}");
+        let found =
+            c.post(follower, "/v1/similar?space=default", json!({ "vector": v, "model": MODEL, "top_k": 1 }));
+        assert_eq!(found.status, 200, "search {k}: {found:?}");
+        assert_eq!(
+            hit_ids(&found.body["results"][0]),
+            vec![id],
+            "search {k} missed the vector written before it"
+        );
+        assert!(found.body["applied_index"].as_u64().unwrap() >= put.body["index"].as_u64().unwrap_or(0));
+    }
+    let stale = c.post(
+        follower,
+        "/v1/similar?space=default&consistency=stale",
+        json!({ "vector": planted(100), "model": MODEL }),
+    );
+    assert_eq!(stale.status, 200, "{stale:?}");
+    let bad = c.post(
+        follower,
+        "/v1/similar?space=default&consistency=eventual",
+        json!({ "vector": planted(100), "model": MODEL }),
+    );
+    assert_eq!(bad.status, 400, "{bad:?}");
 }

@@ -16,13 +16,40 @@ use crate::storage::keys::split_embedding_key;
 use crate::storage::reads::GraphReader;
 use crate::storage::{decode, from_be, Table};
 
-/// The index searches read, `None` until the first build finished.
-#[derive(Default)]
+/// The index searches read, `None` until the first build finished, and the applied index it
+/// reflects (for reads that must see at least a given index).
 pub struct SharedVectors {
     index: RwLock<Option<VectorIndex>>,
+    at: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for SharedVectors {
+    fn default() -> Self {
+        SharedVectors { index: RwLock::default(), at: tokio::sync::watch::Sender::new(0) }
+    }
 }
 
 impl SharedVectors {
+    /// Waits until the index reflects applied index `index` or later; answers the index it
+    /// reflects then, or `Err` with where it stands after `patience`.
+    pub async fn reaches(&self, index: u64, patience: Duration) -> Result<u64, u64> {
+        let mut rx = self.at.subscribe();
+        let reached = match tokio::time::timeout(patience, rx.wait_for(|at| *at >= index)).await {
+            Ok(Ok(at)) => Some(*at),
+            _ => None,
+        };
+        reached.ok_or_else(|| *self.at.borrow())
+    }
+
+    /// The index now reflects applied index `at`.
+    fn reached(&self, at: u64) {
+        self.at.send_if_modified(|now| {
+            let moved = *now != at;
+            *now = at;
+            moved
+        });
+    }
+
     pub fn read(&self) -> RwLockReadGuard<'_, Option<VectorIndex>> {
         self.index.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -77,6 +104,7 @@ fn follow(reader: GraphReader, shared: Arc<SharedVectors>, metrics: SimilarityMe
         builds += 1;
         publish(&metrics, &index);
         *shared.write() = Some(index);
+        shared.reached(at);
         let mut feed = ChangeFeed::new(rx, at);
         loop {
             match runtime.block_on(feed.next()) {
@@ -86,9 +114,10 @@ fn follow(reader: GraphReader, shared: Arc<SharedVectors>, metrics: SimilarityMe
                         break;
                     }
                     metrics.index_updates.inc();
-                    if let Some(index) = shared.read().as_ref() {
-                        publish(&metrics, index);
+                    if let Some(vectors) = shared.read().as_ref() {
+                        publish(&metrics, vectors);
                     }
+                    shared.reached(index);
                 }
                 Feed::Rebuild { reason } => {
                     tracing::info!(%reason, "rebuilding the vector index");

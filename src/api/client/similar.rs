@@ -2,13 +2,20 @@
 //! an atom's vectors (`PUT /v1/atoms/{id}/embedding`, `GET /v1/atoms/{id}/embeddings`) and the
 //! models a space holds vectors of (`GET /v1/embeddings/models`). Vectors are data: written
 //! through Raft with the model id they belong to, so every replica holds the same ones.
-//! Searches answer from the node's vector index, which is as current as its applied index
-//! (the reply says which).
+//! Searches answer from the node's vector index. By default a search is linearizable: after
+//! the read barrier it waits (up to [`INDEX_PATIENCE`]) until the index has folded in every
+//! entry up to the barrier's index, so a vector acknowledged before the search began is in its
+//! answer; `?consistency=stale` answers from the index as it is. The reply's `applied_index`
+//! says which index the answer reflects.
+
+use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use cograft_actors::command::Command;
+use cograft_actors::error::Error;
 use cograft_actors::inference::{Embed, Status};
 use cograft_actors::model::AtomId;
+use cograft_actors::raft::actor::ReadBarrier;
 use cograft_actors::similarity::actor::{FindSimilar, Query};
 use serde::Deserialize;
 use serde_json::json;
@@ -30,6 +37,8 @@ type State = web::Data<AppState>;
 
 /// Neighbours returned when the request names no `top_k`.
 const DEFAULT_TOP_K: usize = 10;
+/// How long a linearizable search waits for the vector index to reach the barrier's index.
+pub const INDEX_PATIENCE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,9 +60,11 @@ struct SimilarBody {
 async fn similar(
     state: State,
     req: HttpRequest,
+    q: web::Query<ReadParams>,
     body: web::Json<SimilarBody>,
 ) -> Result<HttpResponse, ApiError> {
     let space = space_of(&req)?;
+    let linearizable = !q.stale()?;
     let b = body.into_inner();
     let limits = &state.settings.similarity;
     let top_k = b.top_k.unwrap_or(DEFAULT_TOP_K);
@@ -95,6 +106,20 @@ async fn similar(
         }
         (None, None, None, None) => unreachable!("exactly one query form was checked above"),
     };
+    if linearizable {
+        let barrier = state.raft.send(ReadBarrier).await??;
+        if let Err(at) = state.vector_index.reaches(barrier, INDEX_PATIENCE).await {
+            return Err(Error::Unavailable {
+                what: format!(
+                    "the vector index reflects applied index {at}, and this search must see {barrier}: it did \
+                     not catch up within {} s; retry, or search with ?consistency=stale",
+                    INDEX_PATIENCE.as_secs()
+                ),
+                retry_after_s: 1,
+            }
+            .into());
+        }
+    }
     let reply =
         state.similarity.send(FindSimilar { space, model, query, top_k, atom_type: b.atom_type }).await??;
     Ok(HttpResponse::Ok().json(reply))
