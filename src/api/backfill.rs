@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use cograft_actors::error::Error;
 use cograft_actors::raft::actor::GetStatus;
+use cograft_actors::raft::StatusReport;
 use cograft_actors::similarity::backfill::{BackfillState, ScanSpace};
 use serde_json::json;
 
@@ -31,19 +32,9 @@ async fn status(state: State) -> Result<HttpResponse, ApiError> {
 /// deleted.
 async fn backfill(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let space = space_of(&req)?;
-    let not_leader = || async {
-        let status = state.raft.send(GetStatus).await?;
-        Err::<HttpResponse, ApiError>(match status.leader_id {
-            Some(id) => {
-                let leader_addr = status.membership.nodes.get(&id).cloned();
-                Error::NotLeader { leader_id: Some(id), leader_addr }.into()
-            }
-            None => Error::NoLeader("no leader is elected yet: retry shortly".into()).into(),
-        })
-    };
     let status = state.raft.send(GetStatus).await?;
     if status.leader_id != Some(state.node_id) {
-        return not_leader().await;
+        return Err(not_leader(&status));
     }
     let inference = state.inference.send(cograft_actors::inference::Status).await?;
     if inference.embedding.is_none() {
@@ -59,7 +50,7 @@ async fn backfill(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErr
     state.reader.ensure_live(&space)?;
     if !state.backfill.send(ScanSpace { space: space.clone() }).await? {
         // Deposed since the check above.
-        return not_leader().await;
+        return Err(not_leader(&state.raft.send(GetStatus).await?));
     }
     Ok(HttpResponse::build(StatusCode::ACCEPTED).json(json!({
         "space": space,
@@ -67,4 +58,15 @@ async fn backfill(state: State, req: HttpRequest) -> Result<HttpResponse, ApiErr
         "node_id": state.node_id,
         "status": "/admin/embeddings",
     })))
+}
+
+/// 421 naming the leader this node knows of, or 503 while none is elected.
+fn not_leader(status: &StatusReport) -> ApiError {
+    match status.leader_id {
+        Some(id) => {
+            let leader_addr = status.membership.nodes.get(&id).cloned();
+            Error::NotLeader { leader_id: Some(id), leader_addr }.into()
+        }
+        None => Error::NoLeader("no leader is elected yet: retry shortly".into()).into(),
+    }
 }

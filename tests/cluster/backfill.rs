@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::embeddings::model_file;
+use crate::embeddings::{cosine, model_file, vector};
 use crate::harness::{wait_until, Cluster};
 
 /// The count of `space`'s vectors of its one model on `node` (0 when it has none yet).
@@ -36,15 +36,6 @@ fn add_nodes(c: &Cluster, node: u64, space: &str, names: &[String]) -> Vec<u64> 
 
 fn names(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
-}
-
-fn cosine(a: &Value, b: &Value) -> f64 {
-    let (a, b): (Vec<f64>, Vec<f64>) = (
-        a.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect(),
-        b.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect(),
-    );
-    let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-    dot / (a.iter().map(|x| x * x).sum::<f64>().sqrt() * b.iter().map(|x| x * x).sum::<f64>().sqrt())
 }
 
 #[test]
@@ -80,7 +71,7 @@ fn node_names_are_embedded_on_every_replica_and_a_new_leader_finishes_the_work()
         stored.push(got["embeddings"][0]["vector"].clone());
     }
     assert!(stored.windows(2).all(|w| w[0] == w[1]), "replicas hold different bits");
-    let sim = cosine(&stored[0], &embed.body["embeddings"][0]);
+    let sim = cosine(&vector(&stored[0]), &vector(&embed.body["embeddings"][0]));
     assert!(sim > 0.9999, "the backfilled vector and /v1/embed of the name: cosine {sim}");
     // And it recalls by meaning: a kitten's nearest is the cat, an automobile's the car.
     let near = c.post(follower, "/v1/similar?space=zoo", json!({ "atom_id": kitten, "top_k": 1 }));

@@ -28,11 +28,11 @@ fn with_model(extra: &[(&'static str, &'static str)]) -> Cluster {
     Cluster::start(1, &env)
 }
 
-fn vector(v: &Value) -> Vec<f64> {
+pub fn vector(v: &Value) -> Vec<f64> {
     v.as_array().expect("a vector").iter().map(|x| x.as_f64().unwrap()).collect()
 }
 
-fn cosine(a: &[f64], b: &[f64]) -> f64 {
+pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
     dot / (norm(a) * norm(b))
