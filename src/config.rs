@@ -114,6 +114,8 @@ pub struct SimilaritySettings {
     pub max_queries: usize,
     pub backfill_batch: usize,
     pub backfill_interval_ms: u64,
+    /// Memory one structural embedding build may hold (MiB); a bigger one is refused.
+    pub structural_max_memory_mb: usize,
 }
 
 /// `[attention]`: the ECAN step the leader proposes (its numbers travel inside the command).
@@ -258,6 +260,7 @@ impl Settings {
             ("similarity.max_queries", self.similarity.max_queries as u64),
             ("similarity.backfill_batch", self.similarity.backfill_batch as u64),
             ("similarity.backfill_interval_ms", self.similarity.backfill_interval_ms),
+            ("similarity.structural_max_memory_mb", self.similarity.structural_max_memory_mb as u64),
             ("health.interval_ms", self.health.interval_ms),
             ("health.check_timeout_ms", self.health.check_timeout_ms),
         ] {

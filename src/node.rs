@@ -30,6 +30,7 @@ use cograft_actors::similarity::actor::SimilarityActor;
 use cograft_actors::similarity::backfill::{BackfillParts, EmbeddingBackfill};
 use cograft_actors::similarity::follow::{self as vectors, SharedVectors};
 use cograft_actors::similarity::metrics::{BackfillMetrics, SimilarityMetrics};
+use cograft_actors::similarity::structural::{StructuralBuilder, StructuralParts};
 use cograft_actors::spreading::metrics::SpreadingMetrics;
 use cograft_actors::spreading::probe::SpreadingHealth;
 use cograft_actors::spreading::{follow, SharedIndex, SpreadingActor};
@@ -114,7 +115,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.similarity.product_threads,
         vector_index.clone(),
         reader.clone(),
-        similarity_metrics,
+        similarity_metrics.clone(),
     );
     let program = std::env::current_exe().context("finding this binary (inference workers run it)")?;
     let inference =
@@ -153,6 +154,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     })
     .start();
 
+    let structural = StructuralBuilder::new(StructuralParts {
+        graph: spread_index.clone(),
+        vectors: vector_index.clone(),
+        raft: raft.clone(),
+        max_entry_bytes: settings.api.max_entry_bytes,
+        threads: settings.similarity.product_threads,
+        max_memory_bytes: settings.similarity.structural_max_memory_mb.saturating_mul(1 << 20),
+        metrics: similarity_metrics,
+    })
+    .start();
+
     let health = HealthChecks::default();
     health.register(Arc::new(RaftAlive(raft.clone())));
     health.register(Arc::new(StorageAlive(storage.clone())));
@@ -175,7 +187,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     health.register(Arc::new(DiskSpace(data_dir.clone())));
     health.register(Arc::new(SpreadingHealth::new(
         spreading.clone(),
-        spread_index,
+        spread_index.clone(),
         raft_metrics.clone(),
         settings.spreading_probe(),
     )));
@@ -197,6 +209,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         vector_index,
         inference,
         backfill,
+        structural,
+        spread_index,
         exporter,
         http_metrics,
         storage_metrics,

@@ -30,7 +30,7 @@ pub const MAX_FORGET: usize = 1000;
 pub const MAX_EMBEDDING_DIM: usize = 4096;
 /// Longest embedding model id, in bytes.
 pub const MAX_MODEL_ID_LEN: usize = 200;
-/// Most vectors one `Backfill` entry carries (~50 of 384 dimensions fill 100 KiB).
+/// Most vectors one `Backfill` or `SetEmbeddings` entry carries (~50 of 384 dimensions fill 100 KiB).
 pub const MAX_BACKFILL_VECTORS: usize = 256;
 
 /// One log entry's payload: the command plus what makes apply deterministic and idempotent.
@@ -265,13 +265,24 @@ pub enum Command {
     /// nor fails as a whole.
     Backfill {
         model: String,
-        vectors: Vec<BackfillVector>,
+        vectors: Vec<AtomVector>,
+    },
+    /// A structural embedding build's vectors (the leader's FastRP over the space's graph):
+    /// stores each vector of `vectors` whose atom still exists, replacing the atom's vector of
+    /// `model`, and removes that model's vector from the atoms of `cleared` (atoms the build
+    /// found without structure); skips atoms that are gone or refuse the vector (another
+    /// dimension, at their model limit), so it never fails as a whole.
+    SetEmbeddings {
+        model: String,
+        vectors: Vec<AtomVector>,
+        #[serde(default)]
+        cleared: Vec<AtomId>,
     },
 }
 
-/// One vector of a [`Command::Backfill`].
+/// One atom's vector, in a [`Command::Backfill`] or [`Command::SetEmbeddings`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BackfillVector {
+pub struct AtomVector {
     pub id: AtomId,
     pub vector: Vec<f32>,
 }
@@ -345,6 +356,12 @@ pub enum CommandResult {
     /// What a `Backfill` stored, and how many of its vectors it skipped.
     Backfilled {
         stored: u64,
+        skipped: u64,
+    },
+    /// What a `SetEmbeddings` stored and removed, and how many of its atoms it skipped.
+    EmbeddingsSet {
+        stored: u64,
+        cleared: u64,
         skipped: u64,
     },
     /// A blank or membership entry: nothing for the client.
@@ -547,6 +564,18 @@ impl Command {
                     return Err(format!(
                         "a backfill carries 1..={MAX_BACKFILL_VECTORS} vectors, got {}",
                         vectors.len()
+                    ));
+                }
+                for (i, v) in vectors.iter().enumerate() {
+                    validate_vector(&v.vector).map_err(|e| format!("vectors[{i}]: {e}"))?;
+                }
+            }
+            Command::SetEmbeddings { model, vectors, cleared } => {
+                validate_model_id(model)?;
+                let count = vectors.len() + cleared.len();
+                if count == 0 || count > MAX_BACKFILL_VECTORS {
+                    return Err(format!(
+                        "a set of embeddings names 1..={MAX_BACKFILL_VECTORS} atoms, got {count}"
                     ));
                 }
                 for (i, v) in vectors.iter().enumerate() {

@@ -1,6 +1,6 @@
 //! `/admin`: cluster management (init, membership, status, snapshot, digest, effective config),
 //! the health report, the inference pools' state, forgetting (`forget`) and the embedding
-//! backfill (`backfill`).
+//! backfill and structural builds (`embeddings`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,7 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/health", web::get().to(health))
             .route("/inference", web::get().to(inference))
             .configure(super::forget::configure)
-            .configure(super::backfill::configure),
+            .configure(super::embeddings::configure),
     );
 }
 

@@ -3,8 +3,8 @@
 //! one message, map the result. `error` is the one place errors become HTTP.
 
 pub mod admin;
-pub mod backfill;
 pub mod client;
+pub mod embeddings;
 pub mod error;
 pub mod forget;
 pub mod metrics;
@@ -84,6 +84,10 @@ pub struct AppState {
     pub inference: Addr<cograft_actors::inference::InferenceActor>,
     /// Embeds node names on the leader (spaces with `auto_embed`, or on request).
     pub backfill: Addr<cograft_actors::similarity::backfill::EmbeddingBackfill>,
+    /// Builds structural embeddings on the leader (`POST /admin/embeddings/build`).
+    pub structural: Addr<cograft_actors::similarity::structural::StructuralBuilder>,
+    /// The graph index spreading and structural builds read (a build waits for its barrier).
+    pub spread_index: Arc<cograft_actors::spreading::SharedIndex>,
     pub exporter: Arc<Exporter>,
     pub http_metrics: metrics::HttpMetrics,
     pub storage_metrics: Arc<StorageMetrics>,

@@ -24,4 +24,5 @@ mod similar;
 mod snapshots;
 mod spaces;
 mod spreading;
+mod structure;
 mod transfer;

@@ -1,5 +1,6 @@
-//! SimilarityActor: answers nearest-neighbour searches on a `SyncArbiter` pool of its own
-//! (never a Raft or HTTP thread). Accepts [`FindSimilar`]: query vectors, or a stored atom's
+//! SimilarityActor: answers nearest-neighbour searches (and clusterings, in
+//! [`clusters`](super::clusters)) on a `SyncArbiter` pool of its own (never a Raft or HTTP
+//! thread). Accepts [`FindSimilar`]: query vectors, or a stored atom's
 //! vector, against one model's vectors in one space, by cosine, exact. The index is kept by
 //! [`follow`](super::follow); the reply says which applied index it reflects.
 
@@ -68,11 +69,11 @@ pub struct SimilarReply {
 
 /// Answers searches; one instance per pool thread.
 pub struct SimilarityActor {
-    index: Arc<SharedVectors>,
-    reader: GraphReader,
-    metrics: SimilarityMetrics,
+    pub(super) index: Arc<SharedVectors>,
+    pub(super) reader: GraphReader,
+    pub(super) metrics: SimilarityMetrics,
     /// Threads one matrix product may use.
-    product_threads: usize,
+    pub(super) product_threads: usize,
 }
 
 impl SimilarityActor {
@@ -172,7 +173,11 @@ impl SimilarityActor {
     }
 
     /// Node names of the hits (links have none; an atom removed since has none either).
-    fn named(&self, space: &str, typed: Vec<Vec<(AtomId, String, f32)>>) -> Result<Vec<Vec<SimilarHit>>> {
+    pub(super) fn named(
+        &self,
+        space: &str,
+        typed: Vec<Vec<(AtomId, String, f32)>>,
+    ) -> Result<Vec<Vec<SimilarHit>>> {
         self.reader.with(|view| {
             typed
                 .into_iter()
@@ -204,14 +209,7 @@ impl Handler<FindSimilar> for SimilarityActor {
         let started = Instant::now();
         let reply = self.find(&msg);
         self.metrics.search_seconds.observe(started.elapsed().as_secs_f64());
-        let outcome = match &reply {
-            Ok(_) => "ok",
-            Err(Error::Invalid(_)) => "invalid",
-            Err(Error::NotFound { .. }) => "not_found",
-            Err(Error::Unavailable { .. }) => "unavailable",
-            Err(_) => "error",
-        };
-        self.metrics.searches.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.metrics.searches.get_or_create(&OutcomeLabel::of(&reply)).inc();
         reply
     }
 }

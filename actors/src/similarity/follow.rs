@@ -13,41 +13,22 @@ use super::metrics::SimilarityMetrics;
 use crate::model::{Atom, AtomId};
 use crate::storage::events::{ChangeFeed, Changes, Feed};
 use crate::storage::keys::split_embedding_key;
+use crate::storage::reached::Reached;
 use crate::storage::reads::GraphReader;
 use crate::storage::{decode, from_be, Table};
 
 /// The index searches read, `None` until the first build finished, and the applied index it
 /// reflects (for reads that must see at least a given index).
+#[derive(Default)]
 pub struct SharedVectors {
     index: RwLock<Option<VectorIndex>>,
-    at: tokio::sync::watch::Sender<u64>,
-}
-
-impl Default for SharedVectors {
-    fn default() -> Self {
-        SharedVectors { index: RwLock::default(), at: tokio::sync::watch::Sender::new(0) }
-    }
+    at: Reached,
 }
 
 impl SharedVectors {
-    /// Waits until the index reflects applied index `index` or later; answers the index it
-    /// reflects then, or `Err` with where it stands after `patience`.
+    /// Waits until the index reflects applied index `index` or later (see [`Reached`]).
     pub async fn reaches(&self, index: u64, patience: Duration) -> Result<u64, u64> {
-        let mut rx = self.at.subscribe();
-        let reached = match tokio::time::timeout(patience, rx.wait_for(|at| *at >= index)).await {
-            Ok(Ok(at)) => Some(*at),
-            _ => None,
-        };
-        reached.ok_or_else(|| *self.at.borrow())
-    }
-
-    /// The index now reflects applied index `at`.
-    fn reached(&self, at: u64) {
-        self.at.send_if_modified(|now| {
-            let moved = *now != at;
-            *now = at;
-            moved
-        });
+        self.at.reaches(index, patience).await
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, Option<VectorIndex>> {
@@ -104,7 +85,7 @@ fn follow(reader: GraphReader, shared: Arc<SharedVectors>, metrics: SimilarityMe
         builds += 1;
         publish(&metrics, &index);
         *shared.write() = Some(index);
-        shared.reached(at);
+        shared.at.set(at);
         let mut feed = ChangeFeed::new(rx, at);
         loop {
             match runtime.block_on(feed.next()) {
@@ -117,7 +98,7 @@ fn follow(reader: GraphReader, shared: Arc<SharedVectors>, metrics: SimilarityMe
                     if let Some(vectors) = shared.read().as_ref() {
                         publish(&metrics, vectors);
                     }
-                    shared.reached(index);
+                    shared.at.set(index);
                 }
                 Feed::Rebuild { reason } => {
                     tracing::info!(%reason, "rebuilding the vector index");

@@ -82,6 +82,19 @@ impl ModelIndex {
         self.rows.get(&id).map(|row| self.types[*row])
     }
 
+    /// The atom ids and unit vectors of every row, in atom id order (the order a result that
+    /// depends on the rows' order, such as a clustering, must see them in on every replica).
+    pub fn rows_by_id(&self) -> (Vec<AtomId>, Vec<f32>) {
+        let mut order: Vec<usize> = (0..self.ids.len()).collect();
+        order.sort_unstable_by_key(|row| self.ids[*row]);
+        let ids = order.iter().map(|row| self.ids[*row]).collect();
+        let mut data = Vec::with_capacity(self.data.len());
+        for row in order {
+            data.extend_from_slice(&self.data[row * self.dim..(row + 1) * self.dim]);
+        }
+        (ids, data)
+    }
+
     /// The unit vector of atom `id`, if it has a row.
     pub fn vector(&self, id: AtomId) -> Option<&[f32]> {
         self.rows.get(&id).map(|row| &self.data[row * self.dim..(row + 1) * self.dim])
@@ -155,6 +168,17 @@ impl VectorIndex {
 
     pub fn model(&self, space: &str, model: &str) -> Option<&ModelIndex> {
         self.spaces.get(space)?.get(model)
+    }
+
+    /// The models the space holds vectors of, by name.
+    pub fn models(&self, space: &str) -> Vec<&str> {
+        let mut models: Vec<&str> = self
+            .spaces
+            .get(space)
+            .map(|m| m.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| k.as_str()).collect())
+            .unwrap_or_default();
+        models.sort_unstable();
+        models
     }
 
     /// The id of a type name, if any row has that type.

@@ -1,5 +1,6 @@
-//! Similarity's metric families: searches by outcome and their latency, queries per search,
-//! the vector index's size, builds and updates, and the embedding backfill's work.
+//! Similarity's metric families: searches and clusterings by outcome and their latency,
+//! queries per search, the vector index's size, builds and updates, the embedding backfill's
+//! work, and structural embedding builds.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,8 +12,22 @@ use crate::metrics::{seconds, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    /// ok, invalid, not_found, unavailable.
+    /// ok, invalid, not_found, unavailable, error.
     pub outcome: &'static str,
+}
+
+impl OutcomeLabel {
+    pub fn of<T>(reply: &crate::error::Result<T>) -> OutcomeLabel {
+        use crate::error::Error;
+        let outcome = match reply {
+            Ok(_) => "ok",
+            Err(Error::Invalid(_)) => "invalid",
+            Err(Error::NotFound { .. }) => "not_found",
+            Err(Error::Unavailable { .. }) => "unavailable",
+            Err(_) => "error",
+        };
+        OutcomeLabel { outcome }
+    }
 }
 
 #[derive(Clone)]
@@ -20,6 +35,11 @@ pub struct SimilarityMetrics {
     pub search_seconds: Histogram,
     pub searches: Family<OutcomeLabel, Counter>,
     pub queries: Counter,
+    pub cluster_seconds: Histogram,
+    pub clusterings: Family<OutcomeLabel, Counter>,
+    pub structural_build_seconds: Histogram,
+    /// Structural embedding builds by outcome (done, failed).
+    pub structural_builds: Family<OutcomeLabel, Counter>,
     pub index_vectors: Gauge,
     pub index_memory_bytes: Gauge,
     pub index_applied_index: Gauge,
@@ -34,6 +54,10 @@ impl SimilarityMetrics {
             search_seconds: seconds(),
             searches: Family::default(),
             queries: Counter::default(),
+            cluster_seconds: seconds(),
+            clusterings: Family::default(),
+            structural_build_seconds: seconds(),
+            structural_builds: Family::default(),
             index_vectors: Gauge::default(),
             index_memory_bytes: Gauge::default(),
             index_applied_index: Gauge::default(),
@@ -45,6 +69,18 @@ impl SimilarityMetrics {
         reg.register("search_seconds", "Time to answer one similarity search", m.search_seconds.clone());
         reg.register("searches", "Similarity searches by outcome", m.searches.clone());
         reg.register("queries", "Query vectors scanned (a search carries one or more)", m.queries.clone());
+        reg.register("cluster_seconds", "Time to answer one k-means clustering", m.cluster_seconds.clone());
+        reg.register("clusterings", "k-means clusterings by outcome", m.clusterings.clone());
+        reg.register(
+            "structural_build_seconds",
+            "Time of one structural embedding build on the leader, computing and proposing",
+            m.structural_build_seconds.clone(),
+        );
+        reg.register(
+            "structural_builds",
+            "Structural embedding builds by outcome",
+            m.structural_builds.clone(),
+        );
         reg.register(
             "index_vectors",
             "Vectors in the in-memory index, all spaces and models",

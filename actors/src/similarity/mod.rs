@@ -4,14 +4,20 @@
 //! own, and the scores come from matrix products: ggml's (`tensor`, the one module that calls
 //! it) in builds with the `inference` feature, plain Rust (`scan`, also the reference ggml is
 //! tested against) without. `backfill` embeds node names on the leader and proposes their
-//! vectors (spaces with `auto_embed`, or on an operator's request).
+//! vectors (spaces with `auto_embed`, or on an operator's request). `fastrp` computes
+//! structural embeddings of a space's graph and `structural` runs those builds on the leader
+//! as jobs; `kmeans` clusters vectors and `clusters` answers clusterings on the search pool.
 
 pub mod actor;
 pub mod backfill;
+pub mod clusters;
+pub mod fastrp;
 pub mod follow;
 pub mod index;
+pub mod kmeans;
 pub mod metrics;
 pub mod scan;
+pub mod structural;
 #[cfg(feature = "inference")]
 pub mod tensor;
 

@@ -5,56 +5,7 @@
 use std::time::Instant;
 
 use super::*;
-use crate::model::{Atom, AtomKind, AttentionValue, TruthValue};
-
-/// A graph under construction: nodes and links get ids in the order they are added.
-#[derive(Default)]
-struct Graph {
-    atoms: Vec<Atom>,
-}
-
-impl Graph {
-    fn node(&mut self, name: &str) -> AtomId {
-        self.add(
-            "ConceptNode",
-            AtomKind::Node { name: name.into() },
-            TruthValue { strength: 1.0, confidence: 1.0 },
-        )
-    }
-
-    fn link(&mut self, ty: &str, members: &[AtomId], strength: f64, confidence: f64) -> AtomId {
-        self.add(ty, AtomKind::Link { outgoing: members.to_vec() }, TruthValue { strength, confidence })
-    }
-
-    fn add(&mut self, ty: &str, kind: AtomKind, tv: TruthValue) -> AtomId {
-        let id = self.atoms.len() as AtomId + 1;
-        let av = AttentionValue::default();
-        self.atoms.push(Atom {
-            id,
-            space: "s".into(),
-            atom_type: ty.into(),
-            kind,
-            tv,
-            av,
-            created_ms: 0,
-            updated_ms: 0,
-        });
-        id
-    }
-
-    fn sti(&mut self, id: AtomId, sti: f64) {
-        self.atoms[id as usize - 1].av.sti = sti;
-    }
-
-    fn index(&self) -> SpaceIndex {
-        let mut index = SpaceIndex::building();
-        for a in &self.atoms {
-            index.push(a).unwrap();
-        }
-        index.seal();
-        index
-    }
-}
+use crate::spreading::test_graph::Graph;
 
 fn params(index: &SpaceIndex, sources: &[AtomId]) -> Spread {
     Spread {

@@ -10,18 +10,26 @@ use std::time::{Duration, Instant};
 use super::indexes::{Builder, GraphIndex};
 use super::metrics::SpreadingMetrics;
 use crate::storage::events::{ChangeFeed, Feed};
+use crate::storage::reached::Reached;
 use crate::storage::reads::GraphReader;
 
 /// How often the index's memory is re-summed for its gauge while folds change it.
 const SIZE_EVERY: Duration = Duration::from_secs(1);
 
-/// The index spreads read, `None` until the first build finished.
+/// The index spreads read, `None` until the first build finished, and the applied index it
+/// reflects (for work that must see at least a given index).
 #[derive(Default)]
 pub struct SharedIndex {
     graph: RwLock<Option<GraphIndex>>,
+    at: Reached,
 }
 
 impl SharedIndex {
+    /// Waits until the index reflects applied index `index` or later (see [`Reached`]).
+    pub async fn reaches(&self, index: u64, patience: Duration) -> Result<u64, u64> {
+        self.at.reaches(index, patience).await
+    }
+
     pub fn read(&self) -> RwLockReadGuard<'_, Option<GraphIndex>> {
         self.graph.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -79,6 +87,7 @@ fn follow(reader: GraphReader, shared: Arc<SharedIndex>, metrics: SpreadingMetri
         builds += 1;
         publish(&metrics, &index);
         *shared.write() = Some(index);
+        shared.at.set(at);
         let mut feed = ChangeFeed::new(rx, at);
         // When the index's memory was last summed, and whether folds changed it since.
         let mut sized = Instant::now();
@@ -100,6 +109,7 @@ fn follow(reader: GraphReader, shared: Arc<SharedIndex>, metrics: SpreadingMetri
                         tracing::warn!(%reason, "the spreading index cannot follow an announcement; rebuilding");
                         break;
                     }
+                    shared.at.set(index);
                     unsized_folds = sized.elapsed() < SIZE_EVERY;
                     if !unsized_folds {
                         size(&shared, &metrics, &mut sized);

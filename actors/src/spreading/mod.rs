@@ -13,6 +13,8 @@ pub mod metrics;
 pub mod params;
 pub mod probe;
 pub mod synthetic;
+#[cfg(test)]
+pub mod test_graph;
 
 pub use actor::{RunSpread, SpreadReply, SpreadingActor};
 pub use follow::SharedIndex;

@@ -12,6 +12,7 @@ pub mod log_purge;
 pub mod log_store;
 pub mod manifest;
 pub mod metrics;
+pub mod reached;
 pub mod reads;
 pub mod snapshot;
 pub mod staged;

@@ -1,7 +1,7 @@
 //! The client API under `/v1`: the hypergraph (`atoms`), agent sessions and observations
 //! (`agents`), memory spaces (`spaces`), recall by association (`spread`), the attentional
 //! focus (`attention`), sentence embeddings (`embed`), recall by meaning over stored vectors
-//! (`similar`), bulk `import` and `export` (NDJSON), and the request
+//! (`similar`) and its clusters (`cluster`), bulk `import` and `export` (NDJSON), and the request
 //! bodies (`body`). Every route works in
 //! one memory space, named by `?space=` or the `X-Cograft-Space` header (never a body field;
 //! both given and different is a 400; default `default`). Writes become one `Proposal` each;
@@ -11,6 +11,7 @@ mod agents;
 mod atoms;
 mod attention;
 pub mod body;
+mod cluster;
 mod embed;
 mod export;
 mod import;
@@ -90,6 +91,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(atoms::configure)
             .configure(agents::configure)
             .configure(attention::configure)
+            .configure(cluster::configure)
             .configure(embed::configure)
             .configure(export::configure)
             .configure(import::configure)

@@ -17,6 +17,7 @@ use cograft_actors::inference::{Embed, Status};
 use cograft_actors::model::AtomId;
 use cograft_actors::raft::actor::ReadBarrier;
 use cograft_actors::similarity::actor::{FindSimilar, Query};
+use cograft_actors::similarity::fastrp::MODEL_PREFIX as STRUCTURAL_PREFIX;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -50,8 +51,11 @@ struct SimilarBody {
     vector: Option<Vec<f32>>,
     /// Several query vectors at once (one result list each).
     vectors: Option<Vec<Vec<f32>>>,
-    /// Which model's vectors to search; defaults to the embedding model's id.
+    /// Which model's vectors to search; defaults to the embedding model's id (`kind` text) or
+    /// the space's one structural model (`kind` structural).
     model: Option<String>,
+    #[serde(default)]
+    kind: EmbeddingKind,
     top_k: Option<usize>,
     #[serde(rename = "type")]
     atom_type: Option<String>,
@@ -80,8 +84,16 @@ async fn similar(
             "give exactly one of text, atom_id, vector and vectors: what to compare the stored vectors with",
         ));
     }
+    if linearizable {
+        vectors_current(&state).await?;
+    }
     let (query, model) = match (b.text, b.atom_id, b.vector, b.vectors) {
         (Some(text), ..) => {
+            if b.kind == EmbeddingKind::Structural {
+                return Err(ApiError::bad_request(
+                    "a text has no structural embedding: search structural vectors by atom_id or vector",
+                ));
+            }
             let reply = state.inference.send(Embed { texts: vec![text] }).await??;
             if let Some(named) = b.model.as_ref().filter(|m| **m != reply.model) {
                 return Err(ApiError::bad_request(format!(
@@ -92,8 +104,10 @@ async fn similar(
             }
             (Query::Vectors(reply.embeddings), reply.model)
         }
-        (_, Some(id), ..) => (Query::Atom(id), model_or_default(&state, b.model).await?),
-        (_, _, Some(vector), _) => (Query::Vectors(vec![vector]), model_or_default(&state, b.model).await?),
+        (_, Some(id), ..) => (Query::Atom(id), model_of(&state, &space, b.kind, b.model).await?),
+        (_, _, Some(vector), _) => {
+            (Query::Vectors(vec![vector]), model_of(&state, &space, b.kind, b.model).await?)
+        }
         (.., Some(vectors)) => {
             if vectors.is_empty() || vectors.len() > limits.max_queries {
                 return Err(ApiError::bad_request(format!(
@@ -102,27 +116,89 @@ async fn similar(
                     vectors.len()
                 )));
             }
-            (Query::Vectors(vectors), model_or_default(&state, b.model).await?)
+            (Query::Vectors(vectors), model_of(&state, &space, b.kind, b.model).await?)
         }
         (None, None, None, None) => unreachable!("exactly one query form was checked above"),
     };
-    if linearizable {
-        let barrier = state.raft.send(ReadBarrier).await??;
-        if let Err(at) = state.vector_index.reaches(barrier, INDEX_PATIENCE).await {
-            return Err(Error::Unavailable {
-                what: format!(
-                    "the vector index reflects applied index {at}, and this search must see {barrier}: it did \
-                     not catch up within {} s; retry, or search with ?consistency=stale",
-                    INDEX_PATIENCE.as_secs()
-                ),
-                retry_after_s: 1,
-            }
-            .into());
-        }
-    }
     let reply =
         state.similarity.send(FindSimilar { space, model, query, top_k, atom_type: b.atom_type }).await??;
     Ok(HttpResponse::Ok().json(reply))
+}
+
+/// Passes the read barrier, then waits (up to [`INDEX_PATIENCE`]) until the vector index
+/// reflects it: what a linearizable read of the vectors does first.
+pub(super) async fn vectors_current(state: &AppState) -> Result<(), ApiError> {
+    let barrier = state.raft.send(ReadBarrier).await??;
+    if let Err(at) = state.vector_index.reaches(barrier, INDEX_PATIENCE).await {
+        return Err(Error::Unavailable {
+            what: format!(
+                "the vector index reflects applied index {at}, and this read must see {barrier}: it did \
+                 not catch up within {} s; retry, or read with ?consistency=stale",
+                INDEX_PATIENCE.as_secs()
+            ),
+            retry_after_s: 1,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Which vectors a request compares: sentence embeddings of text (the default), or the
+/// structural embeddings `POST /admin/embeddings/build` made of the graph.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum EmbeddingKind {
+    #[default]
+    Text,
+    Structural,
+}
+
+/// The model a request of `kind` searches: the one it names, else for text the node's
+/// embedding model, for structure the space's one structural model.
+pub(super) async fn model_of(
+    state: &AppState,
+    space: &str,
+    kind: EmbeddingKind,
+    model: Option<String>,
+) -> Result<String, ApiError> {
+    match kind {
+        EmbeddingKind::Text => model_or_default(state, model).await,
+        EmbeddingKind::Structural => structural_model(state, space, model),
+    }
+}
+
+fn structural_model(state: &AppState, space: &str, model: Option<String>) -> Result<String, ApiError> {
+    if let Some(model) = model {
+        if !model.starts_with(STRUCTURAL_PREFIX) {
+            return Err(ApiError::bad_request(format!(
+                "model {model:?} is not a structural model (their ids start with {STRUCTURAL_PREFIX:?}): \
+                 leave kind out to search it"
+            )));
+        }
+        return Ok(model);
+    }
+    let models: Vec<String> = match state.vector_index.read().as_ref() {
+        Some(index) => index
+            .models(space)
+            .into_iter()
+            .filter(|m| m.starts_with(STRUCTURAL_PREFIX))
+            .map(String::from)
+            .collect(),
+        None => Vec::new(),
+    };
+    match models.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(Error::NotFound {
+            what: format!(
+                "structural embeddings in space {space:?} (build them with POST /admin/embeddings/build?space={space} \
+                 {{\"dim\": 64}} on the leader)"
+            ),
+        }
+        .into()),
+        several => Err(ApiError::bad_request(format!(
+            "space {space:?} holds several structural models, {several:?}: name one with model"
+        ))),
+    }
 }
 
 /// The model a request names, else the embedding model's id (known once a worker loaded it).

@@ -6,7 +6,7 @@
 use actix::prelude::*;
 
 use super::plan::{Next, Work};
-use crate::command::{validate_vector, BackfillVector, Command, CommandResult, Proposal};
+use crate::command::{validate_vector, AtomVector, Command, CommandResult, Proposal};
 use crate::error::Error;
 use crate::inference::{Embed, InferenceActor, Status};
 use crate::raft::actor::ProposeAsLeader;
@@ -176,7 +176,7 @@ impl Runner {
             let mut vectors = Vec::with_capacity(chunk.len());
             for ((id, _), vector) in chunk.iter().zip(reply.embeddings) {
                 match validate_vector(&vector) {
-                    Ok(()) if vector.len() == reply.dim => vectors.push(BackfillVector { id: *id, vector }),
+                    Ok(()) if vector.len() == reply.dim => vectors.push(AtomVector { id: *id, vector }),
                     outcome => {
                         tracing::warn!(
                             id,
@@ -205,12 +205,7 @@ impl Runner {
         Ok((stored, skipped))
     }
 
-    async fn propose(
-        &self,
-        space: &str,
-        model: &str,
-        vectors: Vec<BackfillVector>,
-    ) -> Result<Proposed, String> {
+    async fn propose(&self, space: &str, model: &str, vectors: Vec<AtomVector>) -> Result<Proposed, String> {
         let count = vectors.len() as u64;
         let proposal = Proposal {
             key: String::new(),
@@ -285,7 +280,7 @@ pub fn embeddable(nodes: &[Unembedded], max: usize) -> (Vec<(u64, &str)>, usize)
 /// `vectors` in entries of at most `budget` encoded bytes and
 /// [`MAX_BACKFILL_VECTORS`](crate::command::MAX_BACKFILL_VECTORS) vectors; also how many were
 /// left out because one alone is over the budget.
-pub fn pack(vectors: Vec<BackfillVector>, budget: usize) -> (Vec<Vec<BackfillVector>>, usize) {
+pub fn pack(vectors: Vec<AtomVector>, budget: usize) -> (Vec<Vec<AtomVector>>, usize) {
     let (mut entries, mut entry, mut bytes, mut oversized) = (Vec::new(), Vec::new(), 0, 0);
     for v in vectors {
         let size = crate::storage::encode(&v).len();
@@ -324,8 +319,8 @@ mod tests {
     use super::*;
     use crate::command::MAX_BACKFILL_VECTORS;
 
-    fn vectors(n: usize, dim: usize) -> Vec<BackfillVector> {
-        (0..n).map(|i| BackfillVector { id: i as u64, vector: vec![0.25; dim] }).collect()
+    fn vectors(n: usize, dim: usize) -> Vec<AtomVector> {
+        (0..n).map(|i| AtomVector { id: i as u64, vector: vec![0.25; dim] }).collect()
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::super::keys::{embedding_key, embedding_model_key, embeddings_prefix};
 use super::super::staged::Staged;
 use super::super::{encode, Table};
 use super::{load, Applier, Outcome};
-use crate::command::{BackfillVector, CommandResult, Rejection};
+use crate::command::{AtomVector, CommandResult, Rejection};
 use crate::model::{Atom, AtomId};
 
 /// Most models one atom may carry vectors of (so removing an atom is bounded work).
@@ -88,9 +88,9 @@ impl Applier<'_, '_> {
 impl Applier<'_, '_> {
     /// Stores each backfilled vector whose atom is still a node without a vector of `model`;
     /// skips the rest (a rejected one wrote nothing, so the others stand).
-    pub(super) fn backfill(&mut self, model: &str, vectors: &[BackfillVector]) -> sled::Result<Outcome> {
+    pub(super) fn backfill(&mut self, model: &str, vectors: &[AtomVector]) -> sled::Result<Outcome> {
         let (mut stored, mut skipped) = (0, 0);
-        for BackfillVector { id, vector } in vectors {
+        for AtomVector { id, vector } in vectors {
             let wanted = match self.atom(*id)? {
                 Some(atom) => {
                     atom.name().is_some()
@@ -105,6 +105,36 @@ impl Applier<'_, '_> {
             }
         }
         Ok(Ok(CommandResult::Backfilled { stored, skipped }))
+    }
+}
+
+impl Applier<'_, '_> {
+    /// Stores each vector whose atom still exists (replacing its vector of `model`) and
+    /// removes `model`'s vector from the atoms of `cleared`; skips gone atoms and refused
+    /// vectors (a rejected one wrote nothing, so the others stand).
+    pub(super) fn set_embeddings(
+        &mut self,
+        model: &str,
+        vectors: &[AtomVector],
+        cleared: &[AtomId],
+    ) -> sled::Result<Outcome> {
+        let (mut stored, mut removed, mut skipped) = (0, 0, 0);
+        for AtomVector { id, vector } in vectors {
+            if self.set_embedding(*id, model, Some(vector))?.is_ok() {
+                stored += 1;
+            } else {
+                skipped += 1;
+            }
+        }
+        for id in cleared {
+            let had = self.st.get(Table::Embeddings, &embedding_key(self.space, *id, model))?.is_some();
+            if had && self.set_embedding(*id, model, None)?.is_ok() {
+                removed += 1;
+            } else {
+                skipped += 1;
+            }
+        }
+        Ok(Ok(CommandResult::EmbeddingsSet { stored, cleared: removed, skipped }))
     }
 }
 

@@ -128,6 +128,9 @@ impl Applier<'_, '_> {
                 Err(e) => Err(e),
             },
             Command::Backfill { model, vectors } => self.backfill(model, vectors)?,
+            Command::SetEmbeddings { model, vectors, cleared } => {
+                self.set_embeddings(model, vectors, cleared)?
+            }
             Command::ConfigureSpace { auto_embed } => {
                 let mut info = space_info(self.st, self.space)?;
                 info.auto_embed = *auto_embed;

@@ -6,7 +6,7 @@
 use tempfile::TempDir;
 
 use super::{at, link, node, result, store};
-use crate::command::{AtomRef, BackfillVector, Command, CommandResult, Rejection};
+use crate::command::{AtomRef, AtomVector, Command, CommandResult, Rejection};
 use crate::similarity::follow::build;
 use crate::storage::reads::GraphReader;
 
@@ -90,7 +90,7 @@ fn vectors_keep_their_model_and_dimension_and_go_with_their_atom() {
 }
 
 fn backfill(model: &str, vectors: Vec<(u64, Vec<f32>)>) -> Command {
-    let vectors = vectors.into_iter().map(|(id, vector)| BackfillVector { id, vector }).collect();
+    let vectors = vectors.into_iter().map(|(id, vector)| AtomVector { id, vector }).collect();
     Command::Backfill { model: model.into(), vectors }
 }
 
@@ -239,4 +239,53 @@ fn the_content_digest_holds_vectors_whatever_order_the_atoms_were_made_in() {
     let made_p_first = digest(["p", "q"], [1.0, 0.5]);
     assert_eq!(digest(["q", "p"], [1.0, 0.5]), made_p_first, "the digest depends on the ids");
     assert_ne!(digest(["p", "q"], [1.0, 0.25]), made_p_first, "a vector is not content");
+}
+
+#[test]
+fn a_set_of_embeddings_replaces_clears_and_skips_what_is_gone() {
+    let dir = TempDir::new().unwrap();
+    let core = store(&dir).core;
+    let reader = GraphReader::new(core.clone());
+    let ops = vec![node("cat"), node("dog"), node("gone"), link(vec![AtomRef::Op(0), AtomRef::Op(1)])];
+    let CommandResult::Batch { results } =
+        result(core.apply(vec![at(1, "s", "a", Command::Batch { ops })]).unwrap())
+    else {
+        panic!()
+    };
+    let ids: Vec<u64> = results
+        .iter()
+        .map(|r| match r {
+            CommandResult::Atom { atom, .. } => atom.id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let (cat, dog, gone, link_id) = (ids[0], ids[1], ids[2], ids[3]);
+    result(core.apply(vec![at(2, "s", "b", embed(dog, "fastrp-2", Some(vec![1.0, 0.0])))]).unwrap());
+    result(core.apply(vec![at(3, "s", "c", embed(cat, "fastrp-2", Some(vec![0.0, 1.0])))]).unwrap());
+    result(core.apply(vec![at(4, "s", "d", Command::DeleteAtom { id: AtomRef::Id(gone) })]).unwrap());
+
+    let vectors =
+        [(dog, vec![0.5, 0.5]), (link_id, vec![0.0, 2.0]), (gone, vec![1.0, 1.0]), (cat, vec![1.0])];
+    let command = Command::SetEmbeddings {
+        model: "fastrp-2".into(),
+        vectors: vectors.into_iter().map(|(id, vector)| AtomVector { id, vector }).collect(),
+        cleared: vec![cat, 9_999],
+    };
+    command.validate().unwrap();
+    let set = result(core.apply(vec![at(5, "s", "", command)]).unwrap());
+    // dog replaced, the link stored (structure covers links); gone, the 1-d vector for cat and
+    // the never-existing atom skipped; cat's old vector cleared.
+    assert_eq!(set, CommandResult::EmbeddingsSet { stored: 2, cleared: 1, skipped: 3 });
+    assert_eq!(reader.with(|v| v.embedding("s", dog, "fastrp-2")).unwrap(), vec![0.5, 0.5]);
+    assert_eq!(reader.with(|v| v.embedding("s", link_id, "fastrp-2")).unwrap(), vec![0.0, 2.0]);
+    assert!(reader.with(|v| v.embedding("s", cat, "fastrp-2")).is_err());
+    let models = reader.with(|v| v.embedding_models("s")).unwrap();
+    assert_eq!(
+        models.iter().map(|m| (m.model.as_str(), m.vectors)).collect::<Vec<_>>(),
+        vec![("fastrp-2", 2)]
+    );
+    assert_eq!(build(&reader).unwrap().vectors(), 2, "the index built from storage agrees");
+
+    let empty = Command::SetEmbeddings { model: "fastrp-2".into(), vectors: vec![], cleared: vec![] };
+    assert!(empty.validate().unwrap_err().contains("1..="));
 }
