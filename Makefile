@@ -152,6 +152,7 @@ similarity-deps:
 bench: deps wordnet-deps similarity-deps chaos-deps
 	$(CARGO) bench -j$(JOBS) -p cograft --bench storage
 	$(CARGO) bench -j$(JOBS) -p cograft --bench spreading
+	$(CARGO) bench -j$(JOBS) -p cograft --bench structure --features $(FEATURES)
 	$(CARGO) build -j$(JOBS) --release -p cograft --features $(FEATURES)
 	./target/release/cograft bench spread --atoms 1m
 	./target/release/cograft bench recall --pairs $(SIMILARITY)

@@ -116,6 +116,8 @@ pub struct SimilaritySettings {
     pub backfill_interval_ms: u64,
     /// Memory one structural embedding build may hold (MiB); a bigger one is refused.
     pub structural_max_memory_mb: usize,
+    /// Longest a clustering's rounds run (ms from the request's arrival), and its default.
+    pub cluster_deadline_ms: u64,
 }
 
 /// `[attention]`: the ECAN step the leader proposes (its numbers travel inside the command).
@@ -261,6 +263,7 @@ impl Settings {
             ("similarity.backfill_batch", self.similarity.backfill_batch as u64),
             ("similarity.backfill_interval_ms", self.similarity.backfill_interval_ms),
             ("similarity.structural_max_memory_mb", self.similarity.structural_max_memory_mb as u64),
+            ("similarity.cluster_deadline_ms", self.similarity.cluster_deadline_ms),
             ("health.interval_ms", self.health.interval_ms),
             ("health.check_timeout_ms", self.health.check_timeout_ms),
         ] {

@@ -58,4 +58,7 @@ pub enum Error {
     Timeout(String),
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// Something this node should have prevented went wrong (a bug, not the request's fault).
+    #[error("internal error: {0}")]
+    Internal(String),
 }

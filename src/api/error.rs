@@ -156,6 +156,7 @@ impl From<Error> for ApiError {
                 status(StatusCode::INTERNAL_SERVER_ERROR, "storage_error")
             }
             Error::Raft(_) => status(StatusCode::INTERNAL_SERVER_ERROR, "raft_error"),
+            Error::Internal(_) => status(StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
 }

@@ -197,6 +197,10 @@ fn structural_embeddings_find_communities_and_clusters_write_them_back() {
         (json!({ "k": 2, "embedding_kind": "structural", "model": "planted" }), 400),
         (json!({ "k": 2, "embedding_kind": "structural", "max_iterations": 0 }), 400),
         (json!({ "k": 2, "embedding_kind": "sideways" }), 400),
+        (json!({ "k": 2, "embedding_kind": "structural", "deadline_ms": 0 }), 400),
+        (json!({ "k": 2, "embedding_kind": "structural", "deadline_ms": 3_600_000 }), 400),
+        (json!({ "k": 2, "embedding_kind": "structural", "write_back": true, "name": " " }), 400),
+        (json!({ "k": 2, "embedding_kind": "structural", "write_back": true, "name": "x".repeat(300) }), 400),
         (json!({ "k": 2, "model": "no-such-model" }), 404),
     ] {
         let refused = c.post(leader, &format!("/v1/cluster?space={SPACE}"), bad.clone());

@@ -147,7 +147,7 @@ impl SimilarityActor {
         let only = msg.atom_type.as_ref().map(|t| index.type_id(t).unwrap_or(u32::MAX));
         let hits = model
             .search(&queries, msg.top_k, only, &exclude, self.product_threads)
-            .map_err(|e| Error::Invalid(format!("the similarity product failed: {e}")))?;
+            .map_err(|e| Error::Internal(format!("the similarity product failed: {e}")))?;
         let typed: Vec<Vec<(AtomId, String, f32)>> = hits
             .iter()
             .map(|list| {

@@ -56,8 +56,10 @@ pub struct ClusterReply {
     /// Vectors clustered.
     pub points: usize,
     pub iterations: usize,
-    /// No point moved in the last round (else `max_iterations` stopped it).
+    /// No point moved in the last round (else `max_iterations` or the deadline stopped it).
     pub converged: bool,
+    /// The deadline stopped the rounds: the clustering is the last round's.
+    pub deadline_hit: bool,
     /// Sum over the points of (1 - cosine to their centroid).
     pub inertia: f64,
     pub seed: u64,
@@ -93,7 +95,9 @@ impl SimilarityActor {
             (ids, data, model.dim(), index.at())
         };
         let points = Matrix { data: &data, rows: ids.len(), cols: dim };
-        let out = kmeans::cluster(points, &msg.params, self.product_threads).map_err(Error::Invalid)?;
+        // The parameters were checked against the points' count; what fails now is the product.
+        msg.params.validate(ids.len()).map_err(Error::Invalid)?;
+        let out = kmeans::cluster(points, &msg.params, self.product_threads).map_err(Error::Internal)?;
         let k = msg.params.k;
         let mut members: Vec<Vec<Member>> = vec![Vec::new(); k];
         for (p, c) in out.assignment.iter().enumerate() {
@@ -131,6 +135,7 @@ impl SimilarityActor {
             points: ids.len(),
             iterations: out.iterations,
             converged: out.converged,
+            deadline_hit: out.deadline_hit,
             inertia: out.inertia(),
             seed: msg.params.seed,
             clusters,

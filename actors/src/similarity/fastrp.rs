@@ -20,6 +20,9 @@ use crate::spreading::index::{Dense, SpaceIndex};
 pub const MAX_DIM: usize = 1024;
 pub const MAX_ITERATIONS: usize = 8;
 
+/// The largest weight of one iteration (a sum of unit rows so weighted stays finite).
+pub const MAX_WEIGHT: f32 = 1e6;
+
 /// Every structural model id starts with this.
 pub const MODEL_PREFIX: &str = "fastrp-";
 
@@ -64,16 +67,24 @@ impl Params {
                 self.weights.len()
             ));
         }
-        if self.weights.iter().any(|w| !w.is_finite() || *w < 0.0) || self.weights.iter().all(|w| *w == 0.0) {
-            return Err("weights must be finite, not negative, and not all zero".into());
+        if self.weights.iter().any(|w| !(0.0..=MAX_WEIGHT).contains(w))
+            || self.weights.iter().all(|w| *w == 0.0)
+        {
+            return Err(format!("weights must be in 0..={MAX_WEIGHT}, and not all zero"));
         }
         Ok(())
     }
 
-    /// Bytes a build of `atoms` atoms holds at once (three matrices of `dim` f32 per atom, and
-    /// the adjacency), to refuse a build the node cannot afford before it starts.
+    /// Bytes a build of `atoms` atoms holds at once, to refuse a build the node cannot afford
+    /// before it starts: four matrices of `dim` f32 per atom at the peak (the current and next
+    /// iteration, the sum, the output), the adjacency (a u32 per membership and direction, a
+    /// usize offset per atom).
     pub fn memory_bytes(&self, atoms: usize, memberships: usize) -> usize {
-        atoms.saturating_mul(self.dim).saturating_mul(3 * 4).saturating_add(memberships.saturating_mul(8))
+        atoms
+            .saturating_mul(self.dim)
+            .saturating_mul(4 * 4)
+            .saturating_add(memberships.saturating_mul(4))
+            .saturating_add(atoms.saturating_mul(8))
     }
 }
 

@@ -117,6 +117,8 @@ fn bad_parameters_are_refused_and_model_ids_name_what_was_built() {
     assert!(Params { weights: vec![], ..params(8) }.validate().unwrap_err().contains("weights"));
     assert!(Params { weights: vec![0.0, 0.0], ..params(8) }.validate().unwrap_err().contains("all zero"));
     assert!(Params { weights: vec![1.0, f32::NAN], ..params(8) }.validate().is_err());
+    assert!(Params { weights: vec![1.0, f32::MAX], ..params(8) }.validate().is_err());
+    assert!(Params { weights: vec![-1.0, 2.0], ..params(8) }.validate().is_err());
     assert!(Params { weights: vec![1.0; MAX_ITERATIONS + 1], ..params(8) }.validate().is_err());
     assert_eq!(params(64).model_id(), "fastrp-64");
     let seeded = Params { seed: 3, ..params(64) }.model_id();

@@ -2,8 +2,10 @@
 //! seeded generator, then rounds of assignment (each point to its most similar centroid, the
 //! scores from [`product`](super::product), i.e. ggml's matrix product in builds with the
 //! `inference` feature) and update (each centroid the normalised mean of its points) until no
-//! point moves or the round limit. A pure function of the points in the order given: callers
+//! point moves, the round limit or the deadline (checked between rounds). A pure function of the points in the order given: callers
 //! pass them in atom id order, so every replica clusters identically.
+
+use std::time::Instant;
 
 use super::{product, Matrix};
 
@@ -19,6 +21,8 @@ pub struct Params {
     pub k: usize,
     pub max_iterations: usize,
     pub seed: u64,
+    /// No round starts after this (the clustering so far is the answer, and says so).
+    pub deadline: Option<Instant>,
 }
 
 impl Params {
@@ -49,8 +53,10 @@ pub struct Clustering {
     /// Each point's cosine to its centroid.
     pub scores: Vec<f32>,
     pub iterations: usize,
-    /// No point moved in the last round (else the round limit stopped it).
+    /// No point moved in the last round (else the round limit or the deadline stopped it).
     pub converged: bool,
+    /// The deadline passed before the clustering converged.
+    pub deadline_hit: bool,
 }
 
 impl Clustering {
@@ -91,7 +97,13 @@ pub fn cluster_with(
     let mut scores = vec![0.0f32; n];
     let mut iterations = 0;
     let mut converged = false;
+    let mut deadline_hit = false;
     while iterations < params.max_iterations {
+        // At least one round runs, so every point has a cluster.
+        if iterations > 0 && params.deadline.is_some_and(|d| Instant::now() >= d) {
+            deadline_hit = true;
+            break;
+        }
         iterations += 1;
         let moved = assign(points, &centroids, k, products, &mut assignment, &mut scores)?;
         if moved == 0 {
@@ -101,7 +113,7 @@ pub fn cluster_with(
         centroids = update(points, &assignment, &scores, k);
     }
     debug_assert_eq!(centroids.len(), k * dim);
-    Ok(Clustering { assignment, centroids, scores, iterations, converged })
+    Ok(Clustering { assignment, centroids, scores, iterations, converged, deadline_hit })
 }
 
 /// Each point to its most similar centroid (ties to the lower index); answers how many moved.
@@ -172,7 +184,8 @@ fn update(points: Matrix<'_>, assignment: &[u32], scores: &[f32], k: usize) -> V
 }
 
 /// k-means++: the first centroid a random point, each next one a point drawn with probability
-/// proportional to its squared distance (1 - cosine) to the nearest centroid so far.
+/// proportional to its squared distance to the nearest centroid so far (for unit vectors
+/// |a - b|^2 = 2 (1 - cosine), so the weight is 1 - cosine).
 fn seed_centroids(points: Matrix<'_>, params: &Params, products: &impl Products) -> Result<Vec<f32>, String> {
     let (n, dim) = (points.rows, points.cols);
     let mut rng = Rng(params.seed ^ 0xC1A5_7E25);
@@ -190,8 +203,7 @@ fn seed_centroids(points: Matrix<'_>, params: &Params, products: &impl Products)
             out.resize(rows, 0.0);
             products(chunk, query, &mut out)?;
             for (p, score) in out.iter().enumerate() {
-                let distance = (1.0 - f64::from(*score)).max(0.0);
-                let d2 = distance * distance;
+                let d2 = (1.0 - f64::from(*score)).max(0.0);
                 if d2 < nearest[start + p] {
                     nearest[start + p] = d2;
                 }
@@ -200,9 +212,10 @@ fn seed_centroids(points: Matrix<'_>, params: &Params, products: &impl Products)
         let total: f64 = nearest.iter().sum();
         chosen = if total > 0.0 {
             let mut target = rng.unit() * total;
-            let mut pick = n - 1;
+            // Where rounding runs past the end: the last point not on a centroid yet.
+            let mut pick = nearest.iter().rposition(|d2| *d2 > 0.0).unwrap_or(n - 1);
             for (p, d2) in nearest.iter().enumerate() {
-                if target < *d2 {
+                if target < *d2 && *d2 > 0.0 {
                     pick = p;
                     break;
                 }

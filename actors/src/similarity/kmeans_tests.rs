@@ -37,7 +37,7 @@ fn reference(base: Matrix<'_>, queries: Matrix<'_>, out: &mut [f32]) -> Result<(
 fn separable_clusters_are_found_whole() {
     let (data, truth) = planted(5, 40, 24, 0.3);
     let points = Matrix { data: &data, rows: truth.len(), cols: 24 };
-    let params = Params { k: 5, max_iterations: DEFAULT_ITERATIONS, seed: 1 };
+    let params = Params { k: 5, max_iterations: DEFAULT_ITERATIONS, seed: 1, deadline: None };
     let out = cluster(points, &params, 2).unwrap();
     assert!(out.converged, "stopped by the round limit after {} rounds", out.iterations);
     // Every planted group is one cluster, and no cluster holds two groups.
@@ -65,7 +65,7 @@ fn separable_clusters_are_found_whole() {
 fn ggml_and_the_rust_reference_cluster_alike_run_after_run() {
     let (data, truth) = planted(8, 300, 64, 0.6);
     let points = Matrix { data: &data, rows: truth.len(), cols: 64 };
-    let params = Params { k: 8, max_iterations: 100, seed: 42 };
+    let params = Params { k: 8, max_iterations: 100, seed: 42, deadline: None };
     let engine = cluster(points, &params, 2).unwrap();
     let plain = cluster_with(points, &params, &reference).unwrap();
     assert_eq!(engine.assignment, plain.assignment);
@@ -82,7 +82,7 @@ fn ggml_and_the_rust_reference_cluster_alike_run_after_run() {
 fn degenerate_inputs_are_refused_or_still_give_k_clusters() {
     let (data, _) = planted(2, 3, 4, 0.0);
     let points = Matrix { data: &data, rows: 6, cols: 4 };
-    let p = |k, max_iterations| Params { k, max_iterations, seed: 0 };
+    let p = |k, max_iterations| Params { k, max_iterations, seed: 0, deadline: None };
     assert!(cluster(points, &p(0, 10), 1).unwrap_err().contains("k must be"));
     assert!(cluster(points, &p(7, 10), 1).unwrap_err().contains("only 6 vectors"));
     assert!(cluster(points, &p(2, 0), 1).unwrap_err().contains("max_iterations"));
@@ -96,4 +96,17 @@ fn degenerate_inputs_are_refused_or_still_give_k_clusters() {
     let mut sizes = out.sizes(3);
     sizes.sort_unstable();
     assert_eq!(sizes, vec![1, 1, 1]);
+}
+
+#[test]
+fn a_passed_deadline_stops_after_the_first_round_and_says_so() {
+    let (data, truth) = planted(8, 300, 64, 0.9);
+    let points = Matrix { data: &data, rows: truth.len(), cols: 64 };
+    let past = Some(std::time::Instant::now());
+    let out = cluster(points, &Params { k: 8, max_iterations: 100, seed: 3, deadline: past }, 1).unwrap();
+    assert_eq!(out.iterations, 1);
+    assert!(out.deadline_hit && !out.converged);
+    assert!(out.assignment.iter().all(|c| *c < 8), "every point has a cluster");
+    let free = cluster(points, &Params { k: 8, max_iterations: 100, seed: 3, deadline: None }, 1).unwrap();
+    assert!(free.iterations > 1 && !free.deadline_hit);
 }

@@ -2,13 +2,14 @@
 //! job that outlives the request that started it. A build copies the space's incidence index
 //! (the spreading index, at least as current as the barrier the caller waited for), runs
 //! [`fastrp`](super::fastrp) on a blocking thread, then proposes the vectors through this
-//! node's Raft in `SetEmbeddings` entries within the entry size limit (the atoms it found
-//! without structure lose their old vector of the model in the same entries). Replicas store
+//! node's Raft in `SetEmbeddings` entries within the entry size limit (first the entries that
+//! clear the old vector of the atoms it found without structure). An entry that was not
+//! committed for a reason that may pass is tried again (it replaces, so twice is once). Replicas store
 //! what the log says and never recompute. The job's progress and outcome are kept for
 //! `GET /admin/embeddings`; a build that loses leadership or its space stops with the reason.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde::Serialize;
@@ -17,11 +18,18 @@ use super::backfill::runner::{pack, ENTRY_SLACK};
 use super::fastrp::{self, Params, Structural};
 use super::follow::SharedVectors;
 use super::metrics::SimilarityMetrics;
-use crate::command::{AtomVector, Command, CommandResult, Proposal, MAX_BACKFILL_VECTORS};
+use crate::command::{validate_vector, AtomVector, Command, CommandResult, Proposal, MAX_BACKFILL_VECTORS};
 use crate::model::AtomId;
 use crate::raft::actor::ProposeAsLeader;
+use crate::raft::batcher::SubmitError;
 use crate::raft::RaftActor;
 use crate::spreading::SharedIndex;
+
+/// How long a build waits for the vector index to reach the graph's applied index.
+const INDEX_PATIENCE: Duration = Duration::from_secs(10);
+/// Tries of one entry, and the pause before the second (growing with each try).
+const ATTEMPTS: u32 = 5;
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// What a build is doing, or how it ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -227,6 +235,17 @@ impl Job {
             r.compute_ms = Some(computed.elapsed().as_millis() as u64);
         });
         let model = self.params.model_id();
+        for row in 0..structure.ids.len() {
+            validate_vector(structure.vector(row))
+                .map_err(|e| format!("atom {}'s structural vector is unusable: {e}", structure.ids[row]))?;
+        }
+        // The vector index must have folded in what the graph reflects, or it may not know of
+        // every atom that holds a vector now.
+        if let Err(at) = self.parts.vectors.reaches(graph_index, INDEX_PATIENCE).await {
+            return Err(format!(
+                "the vector index reflects applied index {at}, short of the graph's {graph_index}"
+            ));
+        }
         let cleared = self.holding(&model, &structure.isolated);
         let vectors: Vec<AtomVector> = structure
             .ids
@@ -243,11 +262,13 @@ impl Job {
                 self.params.dim
             ));
         }
-        for vectors in entries {
-            self.propose(&model, vectors, Vec::new()).await?;
-        }
+        // Clearing first: a build stopped part-way leaves no stale vector on an atom it found
+        // without structure.
         for ids in cleared.chunks(MAX_BACKFILL_VECTORS) {
             self.propose(&model, Vec::new(), ids.to_vec()).await?;
+        }
+        for vectors in entries {
+            self.propose(&model, vectors, Vec::new()).await?;
         }
         Ok(())
     }
@@ -259,36 +280,54 @@ impl Job {
         ids.iter().copied().filter(|id| index.vector(*id).is_some()).collect()
     }
 
+    /// Proposes one entry; one that was not committed for a reason that may pass (the
+    /// leader's queue full, no commit within the timeout, a dropped message) is tried again
+    /// after a pause, up to [`ATTEMPTS`] times: the entry replaces what it sets, so applying it
+    /// twice changes nothing. Losing leadership ends the build.
     async fn propose(
         &self,
         model: &str,
         vectors: Vec<AtomVector>,
         cleared: Vec<AtomId>,
     ) -> Result<(), String> {
-        let proposal = Proposal {
-            key: String::new(),
-            time_ms: crate::now_ms(),
-            space: self.space.clone(),
-            command: Command::SetEmbeddings { model: model.to_string(), vectors, cleared },
-        };
-        proposal.command.validate()?;
-        match self.parts.raft.send(ProposeAsLeader(proposal)).await.map_err(|e| e.to_string())? {
-            Ok((_, CommandResult::EmbeddingsSet { stored, cleared, skipped })) => {
-                self.update(|r| {
-                    r.entries += 1;
-                    r.stored += stored;
-                    r.cleared += cleared;
-                    r.skipped += skipped;
-                });
-                Ok(())
+        let command = Command::SetEmbeddings { model: model.to_string(), vectors, cleared };
+        command.validate()?;
+        let mut attempt = 1;
+        loop {
+            let proposal = Proposal {
+                key: String::new(),
+                time_ms: crate::now_ms(),
+                space: self.space.clone(),
+                command: command.clone(),
+            };
+            let error = match self.parts.raft.send(ProposeAsLeader(proposal)).await {
+                Ok(Ok((_, CommandResult::EmbeddingsSet { stored, cleared, skipped }))) => {
+                    self.update(|r| {
+                        r.entries += 1;
+                        r.stored += stored;
+                        r.cleared += cleared;
+                        r.skipped += skipped;
+                    });
+                    return Ok(());
+                }
+                Ok(Ok((_, CommandResult::Rejected { error }))) => {
+                    return Err(format!("the space refused the vectors: {error}"))
+                }
+                Ok(Ok((_, other))) => return Err(format!("a structural entry answered {other:?}")),
+                Ok(Err(e @ SubmitError::Raft(_))) => {
+                    return Err(format!(
+                        "proposing the vectors: {e} (a build runs on the leader; start it again there)"
+                    ))
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            if attempt == ATTEMPTS {
+                return Err(format!("proposing the vectors failed {ATTEMPTS} times, the last: {error}"));
             }
-            Ok((_, CommandResult::Rejected { error })) => {
-                Err(format!("the space refused the vectors: {error}"))
-            }
-            Ok((_, other)) => Err(format!("a structural entry answered {other:?}")),
-            Err(e) => {
-                Err(format!("proposing the vectors: {e} (a build runs on the leader; start it again there)"))
-            }
+            tracing::debug!(%error, attempt, "structural build: an entry was not committed; trying again");
+            tokio::time::sleep(RETRY_PAUSE * attempt).await;
+            attempt += 1;
         }
     }
 

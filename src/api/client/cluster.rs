@@ -4,10 +4,15 @@
 //! `write_back`, each cluster becomes a `ConceptNode` (named `{name}-{index}`) and each member
 //! a `MemberLink(member, concept)` whose strength is the member's cosine to the centroid,
 //! written through Raft in bounded batches (a member deleted meanwhile is left out); a second
-//! run adds to what the first wrote, it does not remove memberships.
+//! run adds to what the first wrote, it does not remove memberships. A deadline (request
+//! `deadline_ms`, at most `similarity.cluster_deadline_ms`) stops the rounds, and the reply
+//! says so (`deadline_hit`).
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use std::time::{Duration, Instant};
+
 use cograft_actors::command::{AtomRef, Command, CommandResult, Rejection, MAX_BATCH_OPS};
+use cograft_actors::error::Error;
 use cograft_actors::model::{AtomId, Merge, TruthValue};
 use cograft_actors::similarity::clusters::{ClusterReply, ClusterVectors};
 use cograft_actors::similarity::kmeans::{Params, DEFAULT_ITERATIONS};
@@ -46,7 +51,13 @@ struct ClusterBody {
     /// The concept nodes' name stem; defaults to `cluster-{model}-k{k}`.
     name: Option<String>,
     members_limit: Option<usize>,
+    /// No round starts after this many ms from the request's arrival (at most, and by default,
+    /// `similarity.cluster_deadline_ms`).
+    deadline_ms: Option<u64>,
 }
+
+/// Longest name stem of the concept nodes.
+const MAX_STEM: usize = 256;
 
 #[derive(Debug, Serialize)]
 struct Concept {
@@ -61,20 +72,34 @@ async fn cluster(
     q: web::Query<ReadParams>,
     body: web::Json<ClusterBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let received = Instant::now();
     let space = space_of(&req)?;
     let b = body.into_inner();
     let members_limit = b.members_limit.unwrap_or(DEFAULT_MEMBERS_LIMIT);
     if let Some(name) = &b.name {
-        if name.trim().is_empty() {
-            return Err(ApiError::bad_request("name, the concept nodes' name stem, must not be blank"));
+        if name.trim().is_empty() || name.len() > MAX_STEM {
+            return Err(ApiError::bad_request(format!(
+                "name, the concept nodes' name stem, must be 1..={MAX_STEM} bytes and not blank"
+            )));
         }
+    }
+    let limit_ms = state.settings.similarity.cluster_deadline_ms;
+    let deadline_ms = b.deadline_ms.unwrap_or(limit_ms);
+    if deadline_ms == 0 || deadline_ms > limit_ms {
+        return Err(ApiError::bad_request(format!(
+            "deadline_ms must be in 1..={limit_ms} (similarity.cluster_deadline_ms), got {deadline_ms}"
+        )));
     }
     if !q.stale()? {
         vectors_current(&state).await?;
     }
     let model = model_of(&state, &space, b.embedding_kind, b.model).await?;
-    let params =
-        Params { k: b.k, max_iterations: b.max_iterations.unwrap_or(DEFAULT_ITERATIONS), seed: b.seed };
+    let params = Params {
+        k: b.k,
+        max_iterations: b.max_iterations.unwrap_or(DEFAULT_ITERATIONS),
+        seed: b.seed,
+        deadline: Some(received + Duration::from_millis(deadline_ms)),
+    };
     if let Err(e) = params.validate(usize::MAX) {
         return Err(ApiError::bad_request(e));
     }
@@ -91,15 +116,17 @@ async fn cluster(
     for c in &mut reply.clusters {
         c.members.truncate(members_limit);
     }
-    let mut answer = serde_json::to_value(&reply).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut answer = serde_json::to_value(&reply).map_err(|e| Error::Internal(e.to_string()))?;
     if let Some((concepts, links, skipped)) = written {
         answer["write_back"] = json!({ "concepts": concepts, "links": links, "skipped_members": skipped });
     }
     Ok(HttpResponse::Ok().json(answer))
 }
 
-/// Writes the concepts, then the memberships in batches; answers the concepts, the links
-/// written and the members left out (deleted since the clustering).
+/// Writes the concepts, then the memberships, in batches; answers the concepts, the links
+/// written and the members left out (deleted since the clustering). Each batch's idempotency
+/// key is the request's with a hash of the batch's ops, so a retried request replays only the
+/// batches it sends again unchanged (the writes deduplicate by name and members anyway).
 async fn write_back(
     state: &AppState,
     req: &HttpRequest,
@@ -108,6 +135,7 @@ async fn write_back(
     reply: &ClusterReply,
 ) -> Result<(Vec<Concept>, u64, u64), ApiError> {
     let base_key = idempotency_key(req)?;
+    let budget = state.settings.api.max_entry_bytes.saturating_sub(ENTRY_SLACK);
     let names: Vec<String> = (0..reply.clusters.len()).map(|i| format!("{stem}-{i}")).collect();
     let ops = names
         .iter()
@@ -118,22 +146,34 @@ async fn write_back(
             merge: Merge::Latest,
         })
         .collect();
-    let outcome =
-        propose_keyed(state, format!("{base_key}/concepts"), space.into(), Command::Batch { ops }).await?;
-    let concepts: Vec<Concept> = match outcome.result {
-        CommandResult::Batch { results } => results
-            .iter()
-            .zip(names)
-            .enumerate()
-            .map(|(index, (r, name))| match r {
-                CommandResult::Atom { atom, .. } => Ok(Concept { index, id: atom.id, name }),
-                CommandResult::AtomWritten { id, .. } => Ok(Concept { index, id: *id, name }),
-                other => Err(ApiError::bad_request(format!("a concept node was answered {other:?}"))),
-            })
-            .collect::<Result<_, _>>()?,
-        CommandResult::Rejected { error } => return Err(error.into()),
-        other => return Err(ApiError::bad_request(format!("the concept nodes were answered {other:?}"))),
-    };
+    let mut ids = Vec::with_capacity(names.len());
+    for batch in batches(ops, budget) {
+        let results = match propose_batch(state, &base_key, space, batch).await? {
+            Ok(results) => results,
+            Err(rejection) => return Err(rejection.into()),
+        };
+        for r in results {
+            match r {
+                CommandResult::Atom { atom, .. } => ids.push(atom.id),
+                CommandResult::AtomWritten { id, .. } => ids.push(id),
+                other => return Err(unexpected("a concept node", &other)),
+            }
+        }
+    }
+    if ids.len() != names.len() {
+        return Err(Error::Internal(format!(
+            "{} concept nodes answered for {} clusters",
+            ids.len(),
+            names.len()
+        ))
+        .into());
+    }
+    let concepts: Vec<Concept> = names
+        .into_iter()
+        .zip(ids)
+        .enumerate()
+        .map(|(index, (name, id))| Concept { index, id, name })
+        .collect();
     let links: Vec<Command> = reply
         .clusters
         .iter()
@@ -150,36 +190,54 @@ async fn write_back(
             })
         })
         .collect();
-    let budget = state.settings.api.max_entry_bytes.saturating_sub(ENTRY_SLACK);
     let (mut written, mut skipped) = (0u64, 0u64);
-    for (n, mut batch) in batches(links, budget).into_iter().enumerate() {
-        // A member deleted since the clustering fails its batch: propose it again without it.
-        loop {
-            if batch.is_empty() {
-                break;
-            }
-            let key = format!("{base_key}/members/{n}/{}", skipped);
-            let outcome =
-                propose_keyed(state, key, space.into(), Command::Batch { ops: batch.clone() }).await?;
-            match outcome.result {
-                CommandResult::Batch { results } => {
+    for mut batch in batches(links, budget) {
+        // A member deleted since the clustering fails its batch: proposed again without it.
+        while !batch.is_empty() {
+            match propose_batch(state, &base_key, space, batch.clone()).await? {
+                Ok(results) => {
                     written += results.len() as u64;
                     break;
                 }
-                CommandResult::Rejected { error: Rejection::InBatch { op, cause } }
-                    if matches!(*cause, Rejection::UnknownAtom { .. }) && op < batch.len() =>
-                {
+                Err(Rejection::InBatch { op, cause }) if gone_member(&batch, op, &cause) => {
                     batch.remove(op);
                     skipped += 1;
                 }
-                CommandResult::Rejected { error } => return Err(error.into()),
-                other => {
-                    return Err(ApiError::bad_request(format!("a membership batch was answered {other:?}")))
-                }
+                Err(rejection) => return Err(rejection.into()),
             }
         }
     }
     Ok((concepts, written, skipped))
+}
+
+/// Proposes `ops` as one batch keyed by `base` and their hash; answers the ops' results or the
+/// batch's rejection.
+async fn propose_batch(
+    state: &AppState,
+    base: &str,
+    space: &str,
+    ops: Vec<Command>,
+) -> Result<Result<Vec<CommandResult>, Rejection>, ApiError> {
+    let encoded = rmp_serde::to_vec_named(&ops).map_err(|e| Error::Internal(e.to_string()))?;
+    let key = format!("{base}/{}", &blake3::hash(&encoded).to_hex()[..16]);
+    match propose_keyed(state, key, space.into(), Command::Batch { ops }).await?.result {
+        CommandResult::Batch { results } => Ok(Ok(results)),
+        CommandResult::Rejected { error } => Ok(Err(error)),
+        other => Err(unexpected("a write-back batch", &other)),
+    }
+}
+
+/// Whether op `op` of `batch` failed because its member (not its concept) is gone.
+fn gone_member(batch: &[Command], op: usize, cause: &Rejection) -> bool {
+    let (Some(Command::AddLink { outgoing, .. }), Rejection::UnknownAtom { id }) = (batch.get(op), cause)
+    else {
+        return false;
+    };
+    outgoing.first() == Some(&AtomRef::Id(*id))
+}
+
+fn unexpected(what: &str, answer: &CommandResult) -> ApiError {
+    Error::Internal(format!("{what} was answered {answer:?}")).into()
 }
 
 /// `ops` in batches of at most `MAX_BATCH_OPS` ops and `budget` encoded bytes.
@@ -198,4 +256,54 @@ fn batches(ops: Vec<Command>, budget: usize) -> Vec<Vec<Command>> {
         out.push(batch);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn membership(member: AtomId, concept: AtomId) -> Command {
+        Command::AddLink {
+            atom_type: "MemberLink".into(),
+            outgoing: vec![AtomRef::Id(member), AtomRef::Id(concept)],
+            tv: None,
+            merge: Merge::Latest,
+        }
+    }
+
+    #[test]
+    fn batches_hold_at_most_the_ops_and_bytes_an_entry_may() {
+        let ops: Vec<Command> = (0..2500).map(|i| membership(i, 9)).collect();
+        let by_count = batches(ops.clone(), usize::MAX);
+        assert_eq!(by_count.iter().map(Vec::len).collect::<Vec<_>>(), vec![1000, 1000, 500]);
+        let one = rmp_serde::to_vec_named(&ops[0]).unwrap().len();
+        let by_bytes = batches(ops.clone(), one * 10);
+        assert!(by_bytes.iter().all(|b| b.len() <= 10 && !b.is_empty()));
+        assert_eq!(by_bytes.iter().map(Vec::len).sum::<usize>(), 2500);
+        // Long concept names: a thousand of them do not fit one entry of 100 KiB.
+        let concepts: Vec<Command> = (0..1000)
+            .map(|i| Command::AddNode {
+                atom_type: "ConceptNode".into(),
+                name: format!("{}-{i}", "n".repeat(256)),
+                tv: None,
+                merge: Merge::Latest,
+            })
+            .collect();
+        let split = batches(concepts, 100 * 1024 - ENTRY_SLACK);
+        assert!(split.len() > 1);
+        for batch in &split {
+            assert!(
+                rmp_serde::to_vec_named(&Command::Batch { ops: batch.clone() }).unwrap().len() <= 100 * 1024
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_gone_member_is_left_out_not_a_gone_concept() {
+        let batch = vec![membership(1, 9), membership(2, 9)];
+        assert!(gone_member(&batch, 1, &Rejection::UnknownAtom { id: 2 }));
+        assert!(!gone_member(&batch, 1, &Rejection::UnknownAtom { id: 9 }), "the concept is gone: stop");
+        assert!(!gone_member(&batch, 5, &Rejection::UnknownAtom { id: 2 }), "no such op");
+        assert!(!gone_member(&batch, 0, &Rejection::CasFailed { current: None }));
+    }
 }

@@ -84,16 +84,16 @@ async fn similar(
             "give exactly one of text, atom_id, vector and vectors: what to compare the stored vectors with",
         ));
     }
+    if b.text.is_some() && b.kind == EmbeddingKind::Structural {
+        return Err(ApiError::bad_request(
+            "a text has no structural embedding: search structural vectors by atom_id or vector",
+        ));
+    }
     if linearizable {
         vectors_current(&state).await?;
     }
     let (query, model) = match (b.text, b.atom_id, b.vector, b.vectors) {
         (Some(text), ..) => {
-            if b.kind == EmbeddingKind::Structural {
-                return Err(ApiError::bad_request(
-                    "a text has no structural embedding: search structural vectors by atom_id or vector",
-                ));
-            }
             let reply = state.inference.send(Embed { texts: vec![text] }).await??;
             if let Some(named) = b.model.as_ref().filter(|m| **m != reply.model) {
                 return Err(ApiError::bad_request(format!(
