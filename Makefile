@@ -149,13 +149,14 @@ similarity-deps:
 
 # Criterion benches (each with a reference measured in the same run), then the cluster figures,
 # then the figures at WordNet size.
-bench: deps wordnet-deps similarity-deps chaos-deps
+bench: deps models wordnet-deps similarity-deps chaos-deps
 	$(CARGO) bench -j$(JOBS) -p cograft --bench storage
 	$(CARGO) bench -j$(JOBS) -p cograft --bench spreading
 	$(CARGO) bench -j$(JOBS) -p cograft --bench structure --features $(FEATURES)
 	$(CARGO) build -j$(JOBS) --release -p cograft --features $(FEATURES)
 	./target/release/cograft bench spread --atoms 1m
 	./target/release/cograft bench recall --pairs $(SIMILARITY)
+	./target/release/cograft bench recall --pairs $(SIMILARITY) --parameters '{"threshold":0.0001}' --embeddings $(EMBEDDING_MODEL)
 	./target/release/cograft bench
 	./target/release/cograft bench scale
 	./target/release/cograft bench import

@@ -230,6 +230,9 @@ enum BenchWhat {
         /// Spread parameters as a /v1/spread body without sources, e.g. '{"max_hops":4}'.
         #[arg(long, default_value = "{}")]
         parameters: String,
+        /// A GGUF sentence-embedding model: also report embeddings alone and hybrid recall.
+        #[arg(long)]
+        embeddings: Option<PathBuf>,
     },
 }
 
@@ -432,9 +435,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             runtime()?.block_on(crate::bench::compare::run(args))
         }
-        Command::Bench { what: Some(BenchWhat::Recall { wordnet, pairs, parameters }), .. } => {
-            crate::bench::recall::run(crate::bench::recall::RecallArgs { wordnet, pairs, parameters })
-        }
+        Command::Bench {
+            what: Some(BenchWhat::Recall { wordnet, pairs, parameters, embeddings }), ..
+        } => crate::bench::recall::run(crate::bench::recall::RecallArgs {
+            wordnet,
+            pairs,
+            parameters,
+            embeddings,
+        }),
         Command::Bench { what: Some(BenchWhat::Spread { atoms, spreads }), .. } => {
             crate::bench::spread::run(crate::bench::spread::SpreadArgs { atoms, spreads })
         }

@@ -2,8 +2,8 @@
 //! payload (`Command`), the sled-backed Raft log and state machine with file snapshots, the Raft
 //! actor and its peer network, the leader's ECAN attention steps, spreading activation over an
 //! in-memory index of the graph, the inference worker pools (llama.cpp out of process), the
-//! resilience primitives (circuit breaker), the metrics registry (each component registers its
-//! own families) and the node's health checks.
+//! hybrid recall's ranking, the resilience primitives (circuit breaker), the metrics registry
+//! (each component registers its own families) and the node's health checks.
 
 pub mod attention;
 pub mod command;
@@ -14,6 +14,7 @@ pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod raft;
+pub mod recall;
 pub mod resilience;
 pub mod similarity;
 pub mod spreading;

