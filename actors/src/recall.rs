@@ -2,8 +2,7 @@
 //! meaning (cosine to the query's embedding). Pure functions, shared by `POST /v1/recall` and
 //! the recall benchmark, so what the benchmark measures is what the endpoint ranks by.
 //!
-//! A candidate's spread part is its activation relative to the highest among the candidates,
-//! on a log scale (see [`spread_part`]: a spread's scale depends on its parameters and sources,
+//! A candidate's spread part is its activation relative to the spread's highest, on a log scale (see [`spread_part`]: a spread's scale depends on its parameters and sources,
 //! its ranking does not); its similarity part is its cosine, floored at 0. The score is the
 //! weighted sum.
 //! Exact name matches rank before everything else (embeddings confuse "raft consensus" with
@@ -81,9 +80,10 @@ pub struct Ranked {
     pub similarity: f64,
 }
 
-/// The best `top_k` of `candidates`, best first (exact matches, then score, then id).
-pub fn rank(candidates: &[Candidate], weights: Weights, top_k: usize) -> Vec<Ranked> {
-    let top = candidates.iter().map(|c| c.activation).fold(0.0f64, f64::max);
+/// The best `top_k` of `candidates`, best first (exact matches, then score, then id); `top` is
+/// the spread's highest activation (of all it reached, before any filter: a filter selects
+/// candidates, it does not re-score them).
+pub fn rank(candidates: &[Candidate], top: f64, weights: Weights, top_k: usize) -> Vec<Ranked> {
     let mut ranked: Vec<Ranked> = candidates
         .iter()
         .map(|c| {
@@ -118,17 +118,22 @@ mod tests {
             candidate(4, false, 0.4, None),       // linked, no vector
             candidate(5, false, 0.0, Some(-0.5)), // opposite: floored at 0
         ];
-        let even = rank(&candidates, Weights { spread: 0.5, similarity: 0.5 }, 10);
+        let even = rank(&candidates, 0.8, Weights { spread: 0.5, similarity: 0.5 }, 10);
         assert_eq!(even.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2, 3, 1, 4, 5]);
         assert_eq!(even[1].spread, 1.0, "the top activation is the unit");
         assert!((even[1].score - (0.5 + 0.15)).abs() < 1e-6);
         assert_eq!(even[4].similarity, 0.0);
         // Meaning alone: the graph's atoms fall behind the close vector; exact still first.
-        let meaning = rank(&candidates, Weights { spread: 0.0, similarity: 1.0 }, 3);
+        let meaning = rank(&candidates, 0.8, Weights { spread: 0.0, similarity: 1.0 }, 3);
         assert_eq!(meaning.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2, 1, 3]);
         // Association alone, ties (no activation) by id.
-        let association = rank(&candidates, Weights { spread: 1.0, similarity: 0.0 }, 10);
+        let association = rank(&candidates, 0.8, Weights { spread: 1.0, similarity: 0.0 }, 10);
         assert_eq!(association.iter().map(|r| r.id).collect::<Vec<_>>(), vec![2, 3, 4, 1, 5]);
+        // The top is the spread's, not the candidates': leaving the top atom out re-scores nothing.
+        let filtered = rank(&candidates[1..], 0.8, Weights { spread: 1.0, similarity: 0.0 }, 10);
+        assert_eq!(filtered.iter().find(|r| r.id == 4).unwrap().spread, association[2].spread);
+        let higher = rank(&candidates, 1.6, Weights { spread: 1.0, similarity: 0.0 }, 10);
+        assert!(higher.iter().find(|r| r.id == 3).unwrap().spread < 1.0);
     }
 
     #[test]

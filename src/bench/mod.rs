@@ -17,6 +17,7 @@ pub mod embed;
 pub mod import;
 pub mod recall;
 pub mod scale;
+pub mod similar;
 pub mod spread;
 pub mod wordnet;
 

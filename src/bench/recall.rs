@@ -24,7 +24,8 @@ use cograft_actors::recall::{spread_part, Weights};
 use cograft_actors::spreading::activation::{spread, Scratch, Spread};
 use cograft_actors::spreading::index::SpaceIndex;
 use cograft_actors::spreading::indexes::{Builder, GraphIndex};
-use cograft_actors::spreading::params::{Parameters, SpreadRequest};
+use cograft_actors::spreading::params::{Parameters, SpreadRequest, MAX_TOP_K as MAX_SPREAD_TOP_K};
+use cograft_actors::spreading::synthetic::Draw;
 
 use super::percentile;
 use super::wordnet::{AtomSpec, WordNet};
@@ -176,8 +177,8 @@ fn score(
         };
         let source = graph.dense_of(*a).expect("every word is in the index");
         let mut walk = Spread::new(vec![(source, 1.0)], p, None, None);
-        // B's activation whatever its rank: every reached atom is a hit.
-        walk.top_k = usize::MAX;
+        // B's activation among as many hits as `/v1/recall` asks its spread for.
+        walk.top_k = MAX_SPREAD_TOP_K;
         let started = Instant::now();
         let outcome = spread(graph, &walk, &mut scratch);
         times.push(started.elapsed().as_secs_f64() * 1e3);
@@ -231,30 +232,55 @@ fn hybrid(model: &Path, sets: &mut [(&str, Vec<Row>)]) -> anyhow::Result<()> {
             r.cosine = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
         }
     }
-    let rho_at = |rows: &[Row], w: f64| {
-        let weights = Weights { spread: w, similarity: 1.0 - w };
-        let ours: Vec<f64> =
-            rows.iter().map(|r| weights.score(spread_part(r.activation, r.top), r.cosine)).collect();
-        spearman(&ours, &rows.iter().map(|r| r.human).collect::<Vec<_>>())
-    };
-    // The spread weight in steps of 0.01, and closer to 1, where reached pairs come first and
-    // the cosine only orders what the spread leaves tied.
     let grid: Vec<f64> = (1..100).map(|i| f64::from(i) * 0.01).chain([0.995, 0.999, 0.9999]).collect();
-    let tuned = grid
-        .iter()
-        .copied()
-        .max_by(|x, y| rho_at(&sets[0].1, *x).total_cmp(&rho_at(&sets[0].1, *y)))
-        .unwrap_or(0.5);
+    let men: Vec<&Row> = sets[0].1.iter().collect();
+    let tuned =
+        grid.iter().copied().max_by(|x, y| rho_at(&men, *x).total_cmp(&rho_at(&men, *y))).unwrap_or(0.5);
     for (set, rows) in sets.iter() {
-        let (spread_alone, meaning_alone, both) = (rho_at(rows, 1.0), rho_at(rows, 0.0), rho_at(rows, tuned));
+        let all: Vec<&Row> = rows.iter().collect();
+        let (spread_alone, meaning_alone, both) = (rho_at(&all, 1.0), rho_at(&all, 0.0), rho_at(&all, tuned));
+        let (over_spread, over_meaning) = bootstrap(rows, tuned);
         println!(
             "   {set}: spreading alone rho {spread_alone:.3}, embeddings alone {meaning_alone:.3}, \
-             hybrid {both:.3} at weights {{spread: {tuned}, similarity: {:.4}}} ({})",
+             hybrid {both:.3} at weights {{spread: {tuned}, similarity: {:.4}}}; hybrid minus spreading \
+             {:+.3} (95% bootstrap interval {:+.3} to {:+.3}), minus embeddings {:+.3} ({:+.3} to {:+.3})",
             1.0 - tuned,
-            if both > spread_alone && both > meaning_alone { "beats both" } else { "does not beat both" }
+            both - spread_alone,
+            over_spread.0,
+            over_spread.1,
+            both - meaning_alone,
+            over_meaning.0,
+            over_meaning.1,
         );
     }
     Ok(())
+}
+
+/// Spearman's rho of hybrid recall at spread weight `w` (the similarity weight 1 - w) over `rows`.
+fn rho_at(rows: &[&Row], w: f64) -> f64 {
+    let weights = Weights { spread: w, similarity: 1.0 - w };
+    let ours: Vec<f64> =
+        rows.iter().map(|r| weights.score(spread_part(r.activation, r.top), r.cosine)).collect();
+    spearman(&ours, &rows.iter().map(|r| r.human).collect::<Vec<_>>())
+}
+
+/// 95% percentile intervals of (hybrid - spreading alone) and (hybrid - embeddings alone) over
+/// 1,000 resamples of the pairs with replacement (paired: each resample scores all three).
+fn bootstrap(rows: &[Row], w: f64) -> ((f64, f64), (f64, f64)) {
+    let mut draw = Draw::new(65);
+    let (mut over_spread, mut over_meaning) = (Vec::new(), Vec::new());
+    for _ in 0..1000 {
+        let sample: Vec<&Row> =
+            (0..rows.len()).map(|_| &rows[draw.below(rows.len() as u64) as usize]).collect();
+        let both = rho_at(&sample, w);
+        over_spread.push(both - rho_at(&sample, 1.0));
+        over_meaning.push(both - rho_at(&sample, 0.0));
+    }
+    let interval = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (percentile(v, 0.025), percentile(v, 0.975))
+    };
+    (interval(&mut over_spread), interval(&mut over_meaning))
 }
 
 #[cfg(feature = "inference")]

@@ -243,4 +243,27 @@ fn without_an_embedding_model_embed_and_backfill_answer_503_naming_the_setting()
     assert_eq!(spaces["spaces"][0]["name"], "zoo", "{spaces}");
     assert_eq!(spaces["spaces"][0]["auto_embed"], true, "{spaces}");
     assert_eq!(c.get(1, "/admin/embeddings").body["backfill"]["model"], Value::Null);
+
+    // Recall without a model: the default weights rank by the spread alone (the exact match
+    // first, then what it reaches); weights the client set with a similarity part need the model.
+    let ops = json!({ "ops": [
+        { "op": "add_node", "type": "ConceptNode", "name": "cat" },
+        { "op": "add_node", "type": "ConceptNode", "name": "kitten" },
+        { "op": "add_link", "type": "SimilarityLink", "outgoing": ["$0", "$1"] },
+    ] });
+    assert_eq!(c.post(1, "/v1/batch?space=zoo", ops).status, 200);
+    let recall = c.post(1, "/v1/recall?space=zoo", json!({ "text": "cat" }));
+    assert_eq!(recall.status, 200, "{recall:?}");
+    assert_eq!(recall.body["model"], Value::Null, "{recall:?}");
+    assert_eq!(recall.body["weights"], json!({ "spread": 1.0, "similarity": 0.0 }), "{recall:?}");
+    let names: Vec<&str> =
+        recall.body["results"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["cat", "kitten"], "the link has no name and is left out: {recall:?}");
+    let asks = c.post(
+        1,
+        "/v1/recall?space=zoo",
+        json!({ "text": "cat", "weights": { "spread": 0.5, "similarity": 0.5 } }),
+    );
+    assert_eq!(asks.status, 503, "{asks:?}");
+    assert!(asks.body["detail"].as_str().unwrap().contains("inference.embedding_model"), "{asks:?}");
 }

@@ -111,6 +111,14 @@ fn exact_matches_lead_and_hybrid_scores_are_their_parts() {
         election["parts"]["spread"].as_f64().unwrap() > 0.0,
         "the match's neighbour got no spread part: {election}"
     );
+    assert!(list.iter().all(|r| r["name"].is_string()), "links are left out without a type filter: {list:?}");
+    let indexes = &hybrid.body["indexes"];
+    for part in ["storage", "graph", "vectors"] {
+        assert!(
+            indexes[part].as_u64().unwrap() >= hybrid.body["applied_index"].as_u64().unwrap(),
+            "{indexes}"
+        );
+    }
     for node in (1..=3).filter(|n| *n != leader) {
         let again = recall(node, json!({ "text": "raft consensus", "top_k": 6 }));
         assert_eq!(again.body["results"], hybrid.body["results"], "node {node} ranks differently");
@@ -139,6 +147,9 @@ fn exact_matches_lead_and_hybrid_scores_are_their_parts() {
         json!({ "text": "x", "spread": { "max_hops": 0 } }),
         json!({ "text": "x", "spread": 7 }),
         json!({ "text": "x", "colour": "blue" }),
+        json!({ "sources": [1], "weights": { "spread": 0.0, "similarity": 1.0 } }),
+        json!({ "text": "x", "filters": { "types": [] } }),
+        json!({ "text": "x", "match_types": ["not a type"] }),
     ] {
         let refused = recall(leader, bad.clone());
         assert_eq!(refused.status, 400, "{bad}: {refused:?}");

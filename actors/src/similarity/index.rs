@@ -128,12 +128,18 @@ impl ModelIndex {
             product(base, q, threads, &mut out)?;
             for (qi, top) in tops.iter_mut().enumerate() {
                 let scores = &out[qi * rows..(qi + 1) * rows];
+                let mut floor = top.floor();
                 for (r, score) in scores.iter().enumerate() {
+                    // Most rows score below the kept ones: skipped before any other check.
+                    if *score < floor {
+                        continue;
+                    }
                     let row = start + r;
                     if only.is_some_and(|t| self.types[row] != t) || exclude.contains(&self.ids[row]) {
                         continue;
                     }
                     top.offer(Scored { score: *score, id: self.ids[row] });
+                    floor = top.floor();
                 }
             }
         }

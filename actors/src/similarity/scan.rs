@@ -73,6 +73,16 @@ impl TopK {
         }
     }
 
+    /// A score below this cannot enter (the worst kept one once `k` are kept): the scan's fast
+    /// path skips it without a heap comparison. An equal score may still enter by its id.
+    pub fn floor(&self) -> f32 {
+        match self.heap.peek() {
+            Some(worst) if self.heap.len() == self.k => worst.score,
+            _ if self.k == 0 => f32::INFINITY,
+            _ => f32::NEG_INFINITY,
+        }
+    }
+
     /// Best first.
     pub fn into_sorted(self) -> Vec<Scored> {
         self.heap.into_sorted_vec()
@@ -89,8 +99,10 @@ mod tests {
         for (id, score) in [0.1, 0.9, 0.5, 0.9, -1.0, 0.5].into_iter().enumerate() {
             top.offer(Scored { score, id: id as AtomId });
         }
+        assert_eq!(top.floor(), 0.5);
         let ids: Vec<AtomId> = top.into_sorted().iter().map(|s| s.id).collect();
         assert_eq!(ids, vec![1, 3, 2]);
+        assert_eq!(TopK::new(2).floor(), f32::NEG_INFINITY, "not full: anything enters");
         let mut none = TopK::new(0);
         none.offer(Scored { score: 1.0, id: 0 });
         assert!(none.into_sorted().is_empty());

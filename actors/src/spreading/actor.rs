@@ -76,6 +76,8 @@ pub struct SpreadStats {
 #[derive(Clone, Debug, Serialize)]
 pub struct SpreadReply {
     pub results: Vec<SpreadResult>,
+    /// The sources' atom ids (those named by type and name resolved), as given.
+    pub sources: Vec<AtomId>,
     pub stats: SpreadStats,
     /// The applied index the index reflected: every entry up to it, none after it.
     pub applied_index: u64,
@@ -154,6 +156,7 @@ impl SpreadingActor {
         crate::failpoint::hit("spread_walk");
         // Node names resolve through storage before the index's lock is taken.
         let ids = self.source_ids(&msg.space, sources)?;
+        let source_ids: Vec<AtomId> = ids.iter().map(|(id, _)| *id).collect();
         let guard = self.index.read();
         let Some(graph) = guard.as_ref() else {
             return Err(Error::Unavailable {
@@ -211,6 +214,7 @@ impl SpreadingActor {
         });
         Ok(SpreadReply {
             results,
+            sources: source_ids,
             stats: SpreadStats {
                 atoms_touched: stats.atoms_touched,
                 hops: stats.hops,
