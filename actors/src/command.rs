@@ -33,6 +33,34 @@ pub const MAX_MODEL_ID_LEN: usize = 200;
 /// Most vectors one `Backfill` or `SetEmbeddings` entry carries (~50 of 384 dimensions fill 100 KiB).
 pub const MAX_BACKFILL_VECTORS: usize = 256;
 
+/// Bytes an entry keeps free for what is not its items (the proposal around them: key, space,
+/// model id, framing) when items are packed into entries with [`pack`].
+pub const ENTRY_SLACK: usize = 2048;
+
+/// `items` in entries of at most `budget` encoded bytes (named msgpack, as the log writes them)
+/// and `most` items each, in order; also how many were left out because one alone is over
+/// the budget.
+pub fn pack<T: Serialize>(items: Vec<T>, budget: usize, most: usize) -> (Vec<Vec<T>>, usize) {
+    let (mut entries, mut entry, mut bytes, mut oversized) = (Vec::new(), Vec::new(), 0, 0);
+    for item in items {
+        let size = crate::storage::encode(&item).len();
+        if size > budget {
+            oversized += 1;
+            continue;
+        }
+        if !entry.is_empty() && (bytes + size > budget || entry.len() == most) {
+            entries.push(std::mem::take(&mut entry));
+            bytes = 0;
+        }
+        bytes += size;
+        entry.push(item);
+    }
+    if !entry.is_empty() {
+        entries.push(entry);
+    }
+    (entries, oversized)
+}
+
 /// One log entry's payload: the command plus what makes apply deterministic and idempotent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
@@ -617,6 +645,37 @@ pub fn validate_vector(vector: &[f32]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vectors(n: usize, dim: usize) -> Vec<AtomVector> {
+        (0..n).map(|i| AtomVector { id: i as u64, vector: vec![0.25; dim] }).collect()
+    }
+
+    #[test]
+    fn entries_stay_within_their_budget_and_keep_every_vector_in_order() {
+        for (n, dim, budget) in
+            [(32, 384, 100 * 1024), (300, 1, 100 * 1024), (10, 4096, 40_000), (5, 384, 4096)]
+        {
+            let (entries, oversized) = pack(vectors(n, dim), budget, MAX_BACKFILL_VECTORS);
+            assert_eq!(oversized, 0);
+            let ids: Vec<u64> = entries.iter().flatten().map(|v| v.id).collect();
+            assert_eq!(ids, (0..n as u64).collect::<Vec<_>>(), "n={n} dim={dim}");
+            for entry in &entries {
+                assert!(entry.len() <= MAX_BACKFILL_VECTORS);
+                let command = Command::Backfill { model: "m".into(), vectors: entry.clone() };
+                assert!(command.validate().is_ok());
+                let bytes = crate::storage::encode(&command).len();
+                assert!(bytes <= budget + 64, "{bytes} bytes of vectors over a budget of {budget}");
+            }
+        }
+        assert_eq!(
+            pack(vectors(300, 1), 1 << 20, MAX_BACKFILL_VECTORS).0.len(),
+            2,
+            "at most {MAX_BACKFILL_VECTORS} a entry"
+        );
+        // A vector larger than the budget alone cannot be proposed: counted, not sent.
+        let (entries, oversized) = pack(vectors(3, 4096), 4096, MAX_BACKFILL_VECTORS);
+        assert_eq!((entries.len(), oversized), (0, 3));
+    }
 
     #[test]
     fn batch_references_must_point_backwards() {

@@ -6,13 +6,10 @@
 //! barrier) and propose them. Both run after the answer (202), in bounded Raft entries; the
 //! state shows them.
 
-use std::time::Duration;
-
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use cograft_actors::error::Error;
 use cograft_actors::raft::actor::GetStatus;
-use cograft_actors::raft::actor::ReadBarrier;
 use cograft_actors::raft::StatusReport;
 use cograft_actors::similarity::backfill::{BackfillState, ScanSpace};
 use cograft_actors::similarity::fastrp::{Params, DEFAULT_WEIGHTS};
@@ -20,7 +17,7 @@ use cograft_actors::similarity::structural::{BuildStructural, Refusal, Started, 
 use serde::Deserialize;
 use serde_json::json;
 
-use super::client::space_of;
+use super::client::{barrier_reached, space_of, Index};
 use super::error::ApiError;
 use super::AppState;
 
@@ -83,9 +80,6 @@ struct BuildBody {
     seed: u64,
 }
 
-/// How long a build waits for the graph index to reach the read barrier.
-const GRAPH_PATIENCE: Duration = Duration::from_secs(5);
-
 /// 202 once the leader has started the build (it sees every write acknowledged before the
 /// request); 409 while another build runs; elsewhere 421 naming the leader (503 while there
 /// is none); 400 for bad parameters or a build over the memory limit, 404 for an empty space.
@@ -100,18 +94,7 @@ async fn build(state: State, req: HttpRequest, body: web::Json<BuildBody>) -> Re
         return Err(not_leader(&status));
     }
     state.reader.ensure_live(&space)?;
-    let barrier = state.raft.send(ReadBarrier).await??;
-    if let Err(at) = state.spread_index.reaches(barrier, GRAPH_PATIENCE).await {
-        return Err(Error::Unavailable {
-            what: format!(
-                "the graph index reflects applied index {at}, and the build must see {barrier}: it did not \
-                 catch up within {} s; retry shortly",
-                GRAPH_PATIENCE.as_secs()
-            ),
-            retry_after_s: 1,
-        }
-        .into());
-    }
+    barrier_reached(&state, &[Index::Graph], "retry shortly").await?;
     match state.structural.send(BuildStructural { space: space.clone(), params }).await? {
         Started::Started(report) => Ok(HttpResponse::build(StatusCode::ACCEPTED).json(json!({
             "build": report,

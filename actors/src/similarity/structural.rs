@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use serde::Serialize;
 
-use super::backfill::runner::{pack, ENTRY_SLACK};
 use super::fastrp::{self, Params, Structural};
 use super::follow::SharedVectors;
 use super::metrics::SimilarityMetrics;
-use crate::command::{validate_vector, AtomVector, Command, CommandResult, Proposal, MAX_BACKFILL_VECTORS};
+use crate::command::{
+    pack, validate_vector, AtomVector, Command, CommandResult, Proposal, ENTRY_SLACK, MAX_BACKFILL_VECTORS,
+};
 use crate::model::AtomId;
 use crate::raft::actor::ProposeAsLeader;
 use crate::raft::batcher::SubmitError;
@@ -255,7 +256,7 @@ impl Job {
             .collect();
         drop(structure);
         let budget = self.parts.max_entry_bytes.saturating_sub(ENTRY_SLACK);
-        let (entries, oversized) = pack(vectors, budget);
+        let (entries, oversized) = pack(vectors, budget, MAX_BACKFILL_VECTORS);
         if oversized > 0 {
             return Err(format!(
                 "a {}-dimensional vector does not fit one entry of {budget} bytes",

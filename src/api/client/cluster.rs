@@ -11,7 +11,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::time::{Duration, Instant};
 
-use cograft_actors::command::{AtomRef, Command, CommandResult, Rejection, MAX_BATCH_OPS};
+use cograft_actors::command::{pack, AtomRef, Command, CommandResult, Rejection, ENTRY_SLACK, MAX_BATCH_OPS};
 use cograft_actors::error::Error;
 use cograft_actors::model::{AtomId, Merge, TruthValue};
 use cograft_actors::similarity::clusters::{ClusterReply, ClusterVectors};
@@ -30,8 +30,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Members each cluster of a reply lists when the request names no `members_limit`.
 const DEFAULT_MEMBERS_LIMIT: usize = 100;
-/// Bytes of an entry kept for what is not ops (the proposal around them).
-const ENTRY_SLACK: usize = 2048;
 /// Confidence of a written membership (its strength is the cosine to the centroid).
 const MEMBERSHIP_CONFIDENCE: f64 = 0.9;
 
@@ -147,7 +145,7 @@ async fn write_back(
         })
         .collect();
     let mut ids = Vec::with_capacity(names.len());
-    for batch in batches(ops, budget) {
+    for batch in batches(ops, budget)? {
         let results = match propose_batch(state, &base_key, space, batch).await? {
             Ok(results) => results,
             Err(rejection) => return Err(rejection.into()),
@@ -191,7 +189,7 @@ async fn write_back(
         })
         .collect();
     let (mut written, mut skipped) = (0u64, 0u64);
-    for mut batch in batches(links, budget) {
+    for mut batch in batches(links, budget)? {
         // A member deleted since the clustering fails its batch: proposed again without it.
         while !batch.is_empty() {
             match propose_batch(state, &base_key, space, batch.clone()).await? {
@@ -241,21 +239,14 @@ fn unexpected(what: &str, answer: &CommandResult) -> ApiError {
 }
 
 /// `ops` in batches of at most `MAX_BATCH_OPS` ops and `budget` encoded bytes.
-fn batches(ops: Vec<Command>, budget: usize) -> Vec<Vec<Command>> {
-    let (mut out, mut batch, mut bytes) = (Vec::new(), Vec::new(), 0);
-    for op in ops {
-        let size = rmp_serde::to_vec_named(&op).map(|b| b.len()).unwrap_or(budget);
-        if !batch.is_empty() && (batch.len() == MAX_BATCH_OPS || bytes + size > budget) {
-            out.push(std::mem::take(&mut batch));
-            bytes = 0;
+fn batches(ops: Vec<Command>, budget: usize) -> Result<Vec<Vec<Command>>, ApiError> {
+    match pack(ops, budget, MAX_BATCH_OPS) {
+        (batches, 0) => Ok(batches),
+        // A membership is two ids and a concept's name at most MAX_STEM bytes.
+        (_, oversized) => {
+            Err(Error::Internal(format!("{oversized} write-back ops do not fit an entry")).into())
         }
-        bytes += size;
-        batch.push(op);
     }
-    if !batch.is_empty() {
-        out.push(batch);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -274,10 +265,10 @@ mod tests {
     #[test]
     fn batches_hold_at_most_the_ops_and_bytes_an_entry_may() {
         let ops: Vec<Command> = (0..2500).map(|i| membership(i, 9)).collect();
-        let by_count = batches(ops.clone(), usize::MAX);
+        let by_count = batches(ops.clone(), usize::MAX).unwrap();
         assert_eq!(by_count.iter().map(Vec::len).collect::<Vec<_>>(), vec![1000, 1000, 500]);
         let one = rmp_serde::to_vec_named(&ops[0]).unwrap().len();
-        let by_bytes = batches(ops.clone(), one * 10);
+        let by_bytes = batches(ops.clone(), one * 10).unwrap();
         assert!(by_bytes.iter().all(|b| b.len() <= 10 && !b.is_empty()));
         assert_eq!(by_bytes.iter().map(Vec::len).sum::<usize>(), 2500);
         // Long concept names: a thousand of them do not fit one entry of 100 KiB.
@@ -289,7 +280,7 @@ mod tests {
                 merge: Merge::Latest,
             })
             .collect();
-        let split = batches(concepts, 100 * 1024 - ENTRY_SLACK);
+        let split = batches(concepts, 100 * 1024 - ENTRY_SLACK).unwrap();
         assert!(split.len() > 1);
         for batch in &split {
             assert!(

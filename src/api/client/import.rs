@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use cograft_actors::command::{AtomRef, Command, CommandResult, Rejection, MAX_BATCH_OPS};
+use cograft_actors::command::{AtomRef, Command, CommandResult, Rejection, ENTRY_SLACK, MAX_BATCH_OPS};
 use cograft_actors::model::{AtomId, Merge, TruthValue};
 use futures_util::StreamExt;
 use rand::Rng;
@@ -35,8 +35,6 @@ const MAX_LINE: usize = 1 << 20;
 const MAX_KEYS: usize = 10_000_000;
 /// Errors an answer lists (`error_count` has them all).
 const MAX_LISTED_ERRORS: usize = 1000;
-/// Room left in an entry for the proposal around the ops.
-const ENTRY_SLACK: usize = 2048;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/import", web::post().to(import));

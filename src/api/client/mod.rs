@@ -21,6 +21,7 @@ mod spaces;
 mod spread;
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
@@ -179,6 +180,43 @@ pub async fn propose_keyed(
     proposal.command.validate().map_err(ApiError::bad_request)?;
     let outcome = state.raft.send(Write(proposal)).await??;
     Ok(outcome)
+}
+
+/// How long a read waits for an in-memory index to reflect its barrier.
+pub const INDEX_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The in-memory indexes a read may wait for after its barrier.
+#[derive(Clone, Copy, Debug)]
+pub enum Index {
+    /// The vector index searches and clusterings read.
+    Vectors,
+    /// The graph index spreads and structural builds read.
+    Graph,
+}
+
+/// Passes the read barrier, then waits (up to [`INDEX_PATIENCE`] each) until every index of
+/// `indexes` reflects it, so the read sees every write acknowledged before it began; 503 naming
+/// the index that did not, and `then`, what the client can do. Answers the barrier's index.
+pub async fn barrier_reached(state: &AppState, indexes: &[Index], then: &str) -> Result<u64, ApiError> {
+    let barrier = state.raft.send(ReadBarrier).await??;
+    for index in indexes {
+        let (what, reached) = match index {
+            Index::Vectors => ("vector", state.vector_index.reaches(barrier, INDEX_PATIENCE).await),
+            Index::Graph => ("graph", state.spread_index.reaches(barrier, INDEX_PATIENCE).await),
+        };
+        if let Err(at) = reached {
+            return Err(cograft_actors::Error::Unavailable {
+                what: format!(
+                    "the {what} index reflects applied index {at}, and this request must see {barrier}: it did \
+                     not catch up within {} s; {then}",
+                    INDEX_PATIENCE.as_secs()
+                ),
+                retry_after_s: 1,
+            }
+            .into());
+        }
+    }
+    Ok(barrier)
 }
 
 /// Runs `read` after the consistency barrier; answers its value and the applied index it saw.

@@ -17,7 +17,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use cograft_actors::error::Error;
 use cograft_actors::inference::{Embed, Status};
 use cograft_actors::model::{validate_type_name, AtomId};
-use cograft_actors::raft::actor::ReadBarrier;
 use cograft_actors::recall::{rank, Candidate, Weights, DEFAULT_WEIGHTS};
 use cograft_actors::similarity::actor::{FindSimilar, Query};
 use cograft_actors::similarity::follow::SharedVectors;
@@ -28,8 +27,8 @@ use cograft_actors::storage::actor::Query as StorageQuery;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::similar::INDEX_PATIENCE;
-use super::{space_of, ReadParams};
+use super::similar::STALE_HINT;
+use super::{barrier_reached, space_of, Index, ReadParams};
 use crate::api::error::ApiError;
 use crate::api::AppState;
 
@@ -124,7 +123,7 @@ async fn recall(
     let match_types =
         b.match_types.or_else(|| b.filters.types.clone()).unwrap_or_else(|| vec!["ConceptNode".into()]);
     if !q.stale()? {
-        current(&state).await?;
+        barrier_reached(&state, &[Index::Vectors, Index::Graph], STALE_HINT).await?;
     }
     // Without an embedding model the default weights rank by the spread alone; weights the
     // client chose with a similarity part need the model (503 naming the setting).
@@ -357,26 +356,4 @@ fn cosines(
     ids.iter()
         .filter_map(|id| index.vector(*id).map(|v| (*id, v.iter().zip(unit).map(|(a, b)| a * b).sum())))
         .collect()
-}
-
-/// Passes the read barrier and waits until both indexes reflect it.
-async fn current(state: &AppState) -> Result<(), ApiError> {
-    let barrier = state.raft.send(ReadBarrier).await??;
-    for (what, reached) in [
-        ("vector", state.vector_index.reaches(barrier, INDEX_PATIENCE).await),
-        ("graph", state.spread_index.reaches(barrier, INDEX_PATIENCE).await),
-    ] {
-        if let Err(at) = reached {
-            return Err(Error::Unavailable {
-                what: format!(
-                    "the {what} index reflects applied index {at}, and this recall must see {barrier}: it did not \
-                     catch up within {} s; retry, or recall with ?consistency=stale",
-                    INDEX_PATIENCE.as_secs()
-                ),
-                retry_after_s: 1,
-            }
-            .into());
-        }
-    }
-    Ok(())
 }

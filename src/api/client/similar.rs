@@ -3,19 +3,16 @@
 //! models a space holds vectors of (`GET /v1/embeddings/models`). Vectors are data: written
 //! through Raft with the model id they belong to, so every replica holds the same ones.
 //! Searches answer from the node's vector index. By default a search is linearizable: after
-//! the read barrier it waits (up to [`INDEX_PATIENCE`]) until the index has folded in every
+//! the read barrier it waits (up to [`INDEX_PATIENCE`](super::INDEX_PATIENCE)) until the index has folded in every
 //! entry up to the barrier's index, so a vector acknowledged before the search began is in its
 //! answer; `?consistency=stale` answers from the index as it is. The reply's `applied_index`
 //! says which index the answer reflects.
-
-use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use cograft_actors::command::Command;
 use cograft_actors::error::Error;
 use cograft_actors::inference::{Embed, Status};
 use cograft_actors::model::AtomId;
-use cograft_actors::raft::actor::ReadBarrier;
 use cograft_actors::similarity::actor::{FindSimilar, Query};
 use cograft_actors::similarity::fastrp::MODEL_PREFIX as STRUCTURAL_PREFIX;
 use serde::Deserialize;
@@ -23,7 +20,7 @@ use serde_json::json;
 
 use super::atoms::respond;
 use super::body::RefBody;
-use super::{propose, read, space_of, ReadParams};
+use super::{barrier_reached, propose, read, space_of, Index, ReadParams};
 use crate::api::error::{with_fields, ApiError};
 use crate::api::AppState;
 
@@ -38,8 +35,6 @@ type State = web::Data<AppState>;
 
 /// Neighbours returned when the request names no `top_k`.
 const DEFAULT_TOP_K: usize = 10;
-/// How long a linearizable search waits for the vector index to reach the barrier's index.
-pub const INDEX_PATIENCE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,23 +120,14 @@ async fn similar(
     Ok(HttpResponse::Ok().json(reply))
 }
 
-/// Passes the read barrier, then waits (up to [`INDEX_PATIENCE`]) until the vector index
-/// reflects it: what a linearizable read of the vectors does first.
+/// What a linearizable read of the vectors does first: the barrier, then the vector index
+/// reflecting it.
 pub(super) async fn vectors_current(state: &AppState) -> Result<(), ApiError> {
-    let barrier = state.raft.send(ReadBarrier).await??;
-    if let Err(at) = state.vector_index.reaches(barrier, INDEX_PATIENCE).await {
-        return Err(Error::Unavailable {
-            what: format!(
-                "the vector index reflects applied index {at}, and this read must see {barrier}: it did \
-                 not catch up within {} s; retry, or read with ?consistency=stale",
-                INDEX_PATIENCE.as_secs()
-            ),
-            retry_after_s: 1,
-        }
-        .into());
-    }
-    Ok(())
+    barrier_reached(state, &[Index::Vectors], STALE_HINT).await.map(drop)
 }
+
+/// What a client may do when an index did not catch up with its read.
+pub(super) const STALE_HINT: &str = "retry, or read with ?consistency=stale";
 
 /// Which vectors a request compares: sentence embeddings of text (the default), or the
 /// structural embeddings `POST /admin/embeddings/build` made of the graph.

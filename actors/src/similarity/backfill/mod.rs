@@ -33,8 +33,9 @@ pub mod runner;
 
 pub use self::plan::MAX_ATTEMPTS;
 use self::plan::{Failure, Plan, ScanProgress};
-use self::runner::{Ran, Runner, ENTRY_SLACK};
+use self::runner::{Ran, Runner};
 use super::metrics::BackfillMetrics;
+use crate::command::ENTRY_SLACK;
 use crate::inference::InferenceActor;
 use crate::model::AtomId;
 use crate::raft::RaftActor;

@@ -6,7 +6,9 @@
 use actix::prelude::*;
 
 use super::plan::{Next, Work};
-use crate::command::{validate_vector, AtomVector, Command, CommandResult, Proposal};
+use crate::command::{
+    pack, validate_vector, AtomVector, Command, CommandResult, Proposal, MAX_BACKFILL_VECTORS,
+};
 use crate::error::Error;
 use crate::inference::{Embed, InferenceActor, Status};
 use crate::raft::actor::ProposeAsLeader;
@@ -19,8 +21,6 @@ use crate::storage::reads::{Unembedded, UnembeddedPage};
 pub const SCAN_BUDGET: usize = 1024;
 /// Steps of a scan one run may take while they find nothing to embed.
 const SCAN_STEPS: usize = 16;
-/// Bytes an entry keeps free for what is not vectors (model id, space, framing).
-pub const ENTRY_SLACK: usize = 2048;
 
 /// What one run did.
 #[derive(Debug, Default)]
@@ -188,7 +188,7 @@ impl Runner {
                     }
                 }
             }
-            let (entries, oversized) = pack(vectors, self.entry_bytes);
+            let (entries, oversized) = pack(vectors, self.entry_bytes, MAX_BACKFILL_VECTORS);
             skipped += oversized as u64;
             for entry in entries {
                 match self.propose(&work.space, &reply.model, entry).await? {
@@ -277,31 +277,6 @@ pub fn embeddable(nodes: &[Unembedded], max: usize) -> (Vec<(u64, &str)>, usize)
     (texts, blank)
 }
 
-/// `vectors` in entries of at most `budget` encoded bytes and
-/// [`MAX_BACKFILL_VECTORS`](crate::command::MAX_BACKFILL_VECTORS) vectors; also how many were
-/// left out because one alone is over the budget.
-pub fn pack(vectors: Vec<AtomVector>, budget: usize) -> (Vec<Vec<AtomVector>>, usize) {
-    let (mut entries, mut entry, mut bytes, mut oversized) = (Vec::new(), Vec::new(), 0, 0);
-    for v in vectors {
-        let size = crate::storage::encode(&v).len();
-        if size > budget {
-            oversized += 1;
-            continue;
-        }
-        if !entry.is_empty() && (bytes + size > budget || entry.len() == crate::command::MAX_BACKFILL_VECTORS)
-        {
-            entries.push(std::mem::take(&mut entry));
-            bytes = 0;
-        }
-        bytes += size;
-        entry.push(v);
-    }
-    if !entry.is_empty() {
-        entries.push(entry);
-    }
-    (entries, oversized)
-}
-
 /// `text` cut to at most `max` bytes, at a character boundary.
 fn cut(text: &str, max: usize) -> &str {
     if text.len() <= max {
@@ -317,34 +292,6 @@ fn cut(text: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::MAX_BACKFILL_VECTORS;
-
-    fn vectors(n: usize, dim: usize) -> Vec<AtomVector> {
-        (0..n).map(|i| AtomVector { id: i as u64, vector: vec![0.25; dim] }).collect()
-    }
-
-    #[test]
-    fn entries_stay_within_their_budget_and_keep_every_vector_in_order() {
-        for (n, dim, budget) in
-            [(32, 384, 100 * 1024), (300, 1, 100 * 1024), (10, 4096, 40_000), (5, 384, 4096)]
-        {
-            let (entries, oversized) = pack(vectors(n, dim), budget);
-            assert_eq!(oversized, 0);
-            let ids: Vec<u64> = entries.iter().flatten().map(|v| v.id).collect();
-            assert_eq!(ids, (0..n as u64).collect::<Vec<_>>(), "n={n} dim={dim}");
-            for entry in &entries {
-                assert!(entry.len() <= MAX_BACKFILL_VECTORS);
-                let command = Command::Backfill { model: "m".into(), vectors: entry.clone() };
-                assert!(command.validate().is_ok());
-                let bytes = crate::storage::encode(&command).len();
-                assert!(bytes <= budget + 64, "{bytes} bytes of vectors over a budget of {budget}");
-            }
-        }
-        assert_eq!(pack(vectors(300, 1), 1 << 20).0.len(), 2, "at most {MAX_BACKFILL_VECTORS} a entry");
-        // A vector larger than the budget alone cannot be proposed: counted, not sent.
-        let (entries, oversized) = pack(vectors(3, 4096), 4096);
-        assert_eq!((entries.len(), oversized), (0, 3));
-    }
 
     #[test]
     fn blank_names_are_left_out_and_names_are_cut_at_character_boundaries() {

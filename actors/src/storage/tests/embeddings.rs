@@ -94,6 +94,18 @@ fn backfill(model: &str, vectors: Vec<(u64, Vec<f32>)>) -> Command {
     Command::Backfill { model: model.into(), vectors }
 }
 
+/// The atom ids a batch of node and link additions answered, in op order.
+fn batch_ids(answer: CommandResult) -> Vec<u64> {
+    let CommandResult::Batch { results } = answer else { panic!("not a batch: {answer:?}") };
+    results
+        .iter()
+        .map(|r| match r {
+            CommandResult::Atom { atom, .. } => atom.id,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
 fn configure(auto_embed: bool) -> Command {
     Command::ConfigureSpace { auto_embed }
 }
@@ -105,18 +117,7 @@ fn a_backfill_stores_only_what_is_still_unembedded_and_never_overwrites() {
     let reader = GraphReader::new(core.clone());
     let ops =
         vec![node("cat"), node("dog"), node("eel"), node("gone"), link(vec![AtomRef::Op(0), AtomRef::Op(1)])];
-    let CommandResult::Batch { results } =
-        result(core.apply(vec![at(1, "s", "a", Command::Batch { ops })]).unwrap())
-    else {
-        panic!()
-    };
-    let ids: Vec<u64> = results
-        .iter()
-        .map(|r| match r {
-            CommandResult::Atom { atom, .. } => atom.id,
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let ids = batch_ids(result(core.apply(vec![at(1, "s", "a", Command::Batch { ops })]).unwrap()));
     let (cat, dog, eel, gone, link_id) = (ids[0], ids[1], ids[2], ids[3], ids[4]);
     result(core.apply(vec![at(2, "s", "b", embed(dog, "m", Some(vec![0.0, 1.0, 0.0])))]).unwrap());
     result(core.apply(vec![at(3, "s", "c", Command::DeleteAtom { id: AtomRef::Id(gone) })]).unwrap());
@@ -247,18 +248,7 @@ fn a_set_of_embeddings_replaces_clears_and_skips_what_is_gone() {
     let core = store(&dir).core;
     let reader = GraphReader::new(core.clone());
     let ops = vec![node("cat"), node("dog"), node("gone"), link(vec![AtomRef::Op(0), AtomRef::Op(1)])];
-    let CommandResult::Batch { results } =
-        result(core.apply(vec![at(1, "s", "a", Command::Batch { ops })]).unwrap())
-    else {
-        panic!()
-    };
-    let ids: Vec<u64> = results
-        .iter()
-        .map(|r| match r {
-            CommandResult::Atom { atom, .. } => atom.id,
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let ids = batch_ids(result(core.apply(vec![at(1, "s", "a", Command::Batch { ops })]).unwrap()));
     let (cat, dog, gone, link_id) = (ids[0], ids[1], ids[2], ids[3]);
     result(core.apply(vec![at(2, "s", "b", embed(dog, "fastrp-2", Some(vec![1.0, 0.0])))]).unwrap());
     result(core.apply(vec![at(3, "s", "c", embed(cat, "fastrp-2", Some(vec![0.0, 1.0])))]).unwrap());
