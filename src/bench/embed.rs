@@ -123,7 +123,8 @@ mod direct {
     use std::time::Instant;
 
     use anyhow::Context;
-    use cograft_actors::inference::worker::{file_digest, Embedder, WorkerArgs};
+    use cograft_actors::inference::embedder::Embedder;
+    use cograft_actors::inference::worker::{file_digest, WorkerArgs};
     use llama_cpp_2::llama_backend::LlamaBackend;
     use llama_cpp_2::model::params::LlamaModelParams;
     use llama_cpp_2::model::LlamaModel;
@@ -139,7 +140,7 @@ mod direct {
         pub fn start(model: &Path, threads: usize) -> anyhow::Result<Loop> {
             let (jobs, rx) = mpsc::channel::<Job>();
             let (ready_tx, ready) = mpsc::channel();
-            let args = WorkerArgs { model: model.to_path_buf(), threads, batch_tokens: 2048 };
+            let args = WorkerArgs::embedding(model.to_path_buf(), threads);
             std::thread::spawn(move || {
                 // llama.cpp's loader log would bury the figures.
                 llama_cpp_2::send_logs_to_tracing(

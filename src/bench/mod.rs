@@ -14,6 +14,7 @@ use crate::cluster;
 
 pub mod compare;
 pub mod embed;
+pub mod generate;
 pub mod import;
 pub mod recall;
 pub mod scale;

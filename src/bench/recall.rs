@@ -288,7 +288,8 @@ mod embeddings {
     use std::path::Path;
 
     use anyhow::Context;
-    use cograft_actors::inference::worker::{file_digest, Embedder, WorkerArgs};
+    use cograft_actors::inference::embedder::Embedder;
+    use cograft_actors::inference::worker::{file_digest, WorkerArgs};
     use llama_cpp_2::llama_backend::LlamaBackend;
     use llama_cpp_2::model::params::LlamaModelParams;
     use llama_cpp_2::model::LlamaModel;
@@ -300,7 +301,7 @@ mod embeddings {
         let model = LlamaModel::load_from_file(&backend, model_path, &LlamaModelParams::default())
             .with_context(|| format!("loading {}", model_path.display()))?;
         let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-        let args = WorkerArgs { model: model_path.to_path_buf(), threads, batch_tokens: 2048 };
+        let args = WorkerArgs::embedding(model_path.to_path_buf(), threads);
         let mut embedder = Embedder::new(&backend, &model, &args, file_digest(model_path)?)?;
         let mut out = Vec::with_capacity(words.len());
         for chunk in words.chunks(64) {

@@ -214,12 +214,27 @@ fn bad_input_gets_a_json_error_and_changes_nothing() {
 }
 
 #[test]
-fn without_an_embedding_model_embed_and_backfill_answer_503_naming_the_setting() {
+fn without_models_embed_backfill_and_the_chat_routes_answer_503_naming_the_setting() {
     let c = Cluster::start(1, &[]);
     let reply = c.post(1, "/v1/embed", json!({ "texts": ["hello"] }));
     assert_eq!(reply.status, 503, "{:?}", reply.body);
     assert!(reply.body["detail"].as_str().unwrap().contains("inference.embedding_model"), "{:?}", reply.body);
     assert_eq!(c.get(1, "/admin/inference").body["embedding"], Value::Null);
+    // Nor a chat model: generation, extraction and classification say which setting to set.
+    for (path, body) in [
+        ("/v1/generate", json!({ "prompt": "hello" })),
+        ("/v1/extract", json!({ "text": "Paris is in France." })),
+        ("/v1/classify", json!({ "text": "hello", "labels": ["a", "b"] })),
+    ] {
+        let reply = c.post(1, path, body);
+        assert_eq!(reply.status, 503, "{path} -> {:?}", reply.body);
+        assert!(
+            reply.body["detail"].as_str().unwrap().contains("inference.generation_model"),
+            "{:?}",
+            reply.body
+        );
+    }
+    assert_eq!(c.get(1, "/admin/inference").body["generation"], Value::Null);
     // Nothing to backfill with either; a space's settings still change, and bad ones do not.
     let backfill = c.post(1, "/admin/embeddings/backfill?space=zoo", json!({}));
     assert_eq!(backfill.status, 503, "{backfill:?}");

@@ -13,6 +13,8 @@ mod embeddings;
 mod failover;
 mod harness;
 mod health;
+#[cfg(feature = "inference")]
+mod language;
 mod lifecycle;
 mod links;
 mod membership;

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub struct InferenceConfig {
     /// A GGUF sentence-embedding model; empty = `/v1/embed` answers 503 naming this setting.
     pub embedding_model: PathBuf,
+    /// A GGUF chat model; empty = `/v1/generate`, `/v1/extract` and `/v1/classify` answer 503.
+    pub generation_model: PathBuf,
     /// Worker processes kept running per model, and the most the pool grows to under load.
     pub workers_min: usize,
     pub workers_max: usize,
@@ -28,6 +30,19 @@ pub struct InferenceConfig {
     /// Texts per `/v1/embed` request, and bytes per text.
     pub max_texts: usize,
     pub max_text_bytes: usize,
+    /// A generation worker's context, in tokens (prompt and output together).
+    pub context_tokens: usize,
+    /// Bytes of a prompt or of a text to extract from or classify.
+    pub max_prompt_bytes: usize,
+    /// Tokens one generation may ask for.
+    pub max_generate_tokens: u32,
+    /// Bytes of a user's GBNF grammar.
+    pub max_grammar_bytes: usize,
+    /// Labels `/v1/classify` uses when a request gives none, and the most one request may give.
+    pub classify_labels: Vec<String>,
+    pub max_labels: usize,
+    /// Sources kept in an extracted link's provenance list.
+    pub provenance_limit: usize,
     /// Worker crashes or timeouts in a row that open the pool's circuit breaker, and how long
     /// it stays open.
     pub breaker_failures: u32,
@@ -52,6 +67,12 @@ impl InferenceConfig {
             ("max_text_bytes", self.max_text_bytes as u64),
             ("breaker_failures", u64::from(self.breaker_failures)),
             ("breaker_open_ms", self.breaker_open_ms),
+            ("context_tokens", self.context_tokens as u64),
+            ("max_prompt_bytes", self.max_prompt_bytes as u64),
+            ("max_generate_tokens", u64::from(self.max_generate_tokens)),
+            ("max_grammar_bytes", self.max_grammar_bytes as u64),
+            ("max_labels", self.max_labels as u64),
+            ("provenance_limit", self.provenance_limit as u64),
         ] {
             if v == 0 {
                 return Err(format!("inference.{key} must be positive"));
@@ -75,23 +96,48 @@ impl InferenceConfig {
         if self.batch_tokens < 64 {
             return Err("inference.batch_tokens must be at least 64".into());
         }
-        if !self.embedding_model.as_os_str().is_empty() {
-            if !cfg!(feature = "inference") {
-                return Err(format!(
-                    "inference.embedding_model is set ({}), but this binary was built without the \
-                     `inference` feature; rebuild with `cargo build --features inference` (make does), \
-                     or leave the setting empty",
-                    self.embedding_model.display()
-                ));
-            }
-            if !self.embedding_model.is_file() {
-                return Err(format!(
-                    "inference.embedding_model {} is not a file; `make models` writes \
-                     models/all-minilm-l6-v2.gguf",
-                    self.embedding_model.display()
-                ));
-            }
+        if self.context_tokens < 64 {
+            return Err("inference.context_tokens must be at least 64".into());
         }
-        Ok(())
+        if self.max_generate_tokens as usize >= self.context_tokens {
+            return Err(format!(
+                "inference.max_generate_tokens ({}) must be below inference.context_tokens ({}): the \
+                 prompt needs room too",
+                self.max_generate_tokens, self.context_tokens
+            ));
+        }
+        let prompt_frame = self.max_prompt_bytes.saturating_add(self.max_grammar_bytes).saturating_mul(2);
+        if prompt_frame > super::protocol::MAX_FRAME_BYTES / 2 {
+            return Err(
+                "inference.max_prompt_bytes + inference.max_grammar_bytes must stay under 16 MiB".into()
+            );
+        }
+        if !self.classify_labels.is_empty() {
+            super::classify::check_labels(&self.classify_labels, self.max_labels)
+                .map_err(|e| format!("inference.classify_labels: {e}"))?;
+        }
+        model_file("embedding_model", &self.embedding_model, "models/all-minilm-l6-v2.gguf")?;
+        model_file("generation_model", &self.generation_model, "models/smollm2-135m-instruct-q4_1.gguf")
     }
+}
+
+/// An empty path is "off"; a set one must be a file this binary can load.
+fn model_file(key: &str, path: &std::path::Path, made_by_make: &str) -> Result<(), String> {
+    if path.as_os_str().is_empty() {
+        return Ok(());
+    }
+    if !cfg!(feature = "inference") {
+        return Err(format!(
+            "inference.{key} is set ({}), but this binary was built without the `inference` feature; \
+             rebuild with `cargo build --features inference` (make does), or leave the setting empty",
+            path.display()
+        ));
+    }
+    if !path.is_file() {
+        return Err(format!(
+            "inference.{key} {} is not a file; `make models` writes {made_by_make}",
+            path.display()
+        ));
+    }
+    Ok(())
 }

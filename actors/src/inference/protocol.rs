@@ -12,11 +12,75 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// The largest frame either end writes or reads (a reply of 256 vectors of 384 floats is ~0.5 MB).
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
 
-/// Work for a worker.
+/// Which kind of model a worker serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerKind {
+    /// Sentence embeddings (`Request::Embed`).
+    Embedding,
+    /// Text generation and scoring (`Request::Generate`, `Request::Score`).
+    Generation,
+}
+
+impl WorkerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerKind::Embedding => "embedding",
+            WorkerKind::Generation => "generation",
+        }
+    }
+}
+
+impl std::str::FromStr for WorkerKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "embedding" => Ok(WorkerKind::Embedding),
+            "generation" => Ok(WorkerKind::Generation),
+            other => Err(format!("unknown worker kind {other:?}: embedding or generation")),
+        }
+    }
+}
+
+/// Work for a worker. An embedding worker answers `Embed`; a generation worker `Generate` and
+/// `Score`; either refuses the others with [`Reply::Rejected`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Sentence embeddings of each text, L2-normalised, in order.
     Embed { texts: Vec<String> },
+    /// Text continuing a prompt, optionally under a GBNF grammar.
+    Generate(Generate),
+    /// The log-probability of each continuation after the prompt (each ended by the model's
+    /// end-of-turn token, so a label that is a prefix of another is not favoured).
+    Score { prompt: Prompt, continuations: Vec<String> },
+}
+
+/// What a generation starts from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Prompt {
+    /// With `chat`, the model's own chat template wraps an optional system message and the
+    /// user's text and opens the assistant's turn; without, `user` goes to the model as it is.
+    pub chat: bool,
+    pub system: Option<String>,
+    pub user: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Generate {
+    pub prompt: Prompt,
+    pub max_tokens: u32,
+    /// 0 = greedy (the same prompt answers the same text); above, sampled with `seed`.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u32,
+    /// Divides the logit of each token among the last 64 generated (1 = off): against the
+    /// loops small models fall into.
+    pub repeat_penalty: f32,
+    /// Generation ends before the first of these strings (which the text does not include).
+    pub stop: Vec<String>,
+    /// A GBNF grammar with a `root` rule: every token sampled must keep the text inside it.
+    pub grammar: Option<String>,
 }
 
 /// What a worker answers.
@@ -25,6 +89,13 @@ pub enum Reply {
     /// The model loaded; the worker takes requests from now on.
     Ready(ModelInfo),
     Embeddings(Embeddings),
+    Generated(Generation),
+    Scores(Scores),
+    /// The request itself cannot work on this model (a grammar llama.cpp's parser refuses, a
+    /// prompt longer than the context): the caller's error, a 400.
+    Rejected {
+        detail: String,
+    },
     /// The request could not be done; the worker goes on with the next one.
     Failed {
         detail: String,
@@ -42,6 +113,53 @@ pub struct ModelInfo {
     pub dim: usize,
     /// Tokens one text may have (the model's training context); longer texts are truncated.
     pub max_tokens: usize,
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// The model ended its turn (with a grammar: once the grammar was complete).
+    EndOfText,
+    /// One of the stop strings came.
+    Stop,
+    /// `max_tokens` were generated.
+    Length,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    pub model: String,
+    pub text: String,
+    /// Tokens generated, and tokens of the prompt after the chat template.
+    pub tokens: u32,
+    pub prompt_tokens: u32,
+    pub finish: Finish,
+    /// From the request's arrival at the worker to its first generated token, and in all.
+    pub first_token_ms: f64,
+    pub elapsed_ms: f64,
+}
+
+impl Generation {
+    /// Decoding speed: the tokens after the first over the time after the first (the first
+    /// token's time is the prompt's); 0 with fewer than two tokens.
+    pub fn tokens_per_second(&self) -> f64 {
+        let after_first = (self.elapsed_ms - self.first_token_ms) / 1e3;
+        if self.tokens < 2 || after_first <= 0.0 {
+            return 0.0;
+        }
+        f64::from(self.tokens - 1) / after_first
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    pub model: String,
+    /// Natural-log probability of each continuation (its tokens and the end of turn).
+    pub logprobs: Vec<f64>,
+    /// Tokens of each continuation, the end of turn included.
+    pub tokens: Vec<u32>,
+    pub prompt_tokens: u32,
 }
 
 /// One vector per text, with what the tokenizer did to it.

@@ -5,29 +5,60 @@
 //! llama.cpp's log goes to tracing, on stderr.
 
 use std::io::{self, BufReader, BufWriter};
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context};
-use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
-use llama_cpp_2::context::LlamaContext;
+use anyhow::Context;
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::token::LlamaToken;
 
-use super::protocol::{read_frame, write_frame, Embeddings, ModelInfo, Reply, Request};
-
-/// Sequences one batch holds at most (llama.cpp sizes its output buffers by it).
-const MAX_SEQUENCES: usize = 64;
+use super::embedder::Embedder;
+use super::generator::Generator;
+pub use super::protocol::WorkerKind;
+use super::protocol::{read_frame, write_frame, Reply, Request};
 
 /// What the node passes on the worker's command line.
 #[derive(Clone, Debug)]
 pub struct WorkerArgs {
     pub model: PathBuf,
+    pub kind: WorkerKind,
     pub threads: usize,
+    /// Tokens one llama.cpp batch holds.
     pub batch_tokens: usize,
+    /// A generation worker's context: prompt and generated tokens together.
+    pub context_tokens: usize,
+}
+
+impl WorkerArgs {
+    /// An embedding worker's arguments with the default batch, as the benchmarks load one.
+    pub fn embedding(model: PathBuf, threads: usize) -> WorkerArgs {
+        WorkerArgs { model, kind: WorkerKind::Embedding, threads, batch_tokens: 2048, context_tokens: 0 }
+    }
+}
+
+/// A loaded model, ready for requests.
+enum Served<'m> {
+    Embedding(Embedder<'m>),
+    Generation(Generator<'m>),
+}
+
+impl Served<'_> {
+    fn answer(&mut self, request: Request) -> Reply {
+        match (self, request) {
+            (Served::Embedding(e), Request::Embed { texts }) => match e.embed(&texts) {
+                Ok(embeddings) => Reply::Embeddings(embeddings),
+                Err(e) => Reply::Failed { detail: format!("{e:#}") },
+            },
+            (Served::Generation(g), Request::Generate(request)) => g.generate(&request),
+            (Served::Generation(g), Request::Score { prompt, continuations }) => {
+                g.score(&prompt, &continuations)
+            }
+            (Served::Embedding(_), _) => Reply::Rejected { detail: "an embedding worker only embeds".into() },
+            (Served::Generation(_), _) => Reply::Rejected {
+                detail: "a generation worker does not embed: use the embedding model".into(),
+            },
+        }
+    }
 }
 
 /// Runs the worker until stdin closes. An error before `Ready` is reported as
@@ -41,154 +72,37 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let mut output = BufWriter::new(io::stdout().lock());
     let backend = LlamaBackend::init().context("initialising llama.cpp")?;
     // The digest of the file this worker loads (not of the one the node saw at start): the id
-    // its vectors carry.
+    // its answers carry.
     let loaded = file_digest(&args.model).and_then(|digest| {
         LlamaModel::load_from_file(&backend, &args.model, &LlamaModelParams::default())
             .with_context(|| format!("loading {}", args.model.display()))
             .map(|model| (model, digest))
     });
-    let (model, digest) = match loaded {
-        Ok(loaded) => loaded,
+    let served = loaded.and_then(|(model, digest)| {
+        // The model lives as long as the process; contexts borrow it.
+        let model: &'static LlamaModel = Box::leak(Box::new(model));
+        Ok(match args.kind {
+            WorkerKind::Embedding => Served::Embedding(Embedder::new(&backend, model, &args, digest)?),
+            WorkerKind::Generation => Served::Generation(Generator::new(&backend, model, &args, digest)?),
+        })
+    });
+    let mut served = match served {
+        Ok(served) => served,
         Err(e) => {
             write_frame(&mut output, &Reply::Failed { detail: format!("{e:#}") })?;
             return Err(e);
         }
     };
-    let mut embedder = match Embedder::new(&backend, &model, &args, digest) {
-        Ok(embedder) => embedder,
-        Err(e) => {
-            write_frame(&mut output, &Reply::Failed { detail: format!("{e:#}") })?;
-            return Err(e);
-        }
+    let info = match &served {
+        Served::Embedding(e) => e.info.clone(),
+        Served::Generation(g) => g.info.clone(),
     };
-    write_frame(&mut output, &Reply::Ready(embedder.info.clone()))?;
+    write_frame(&mut output, &Reply::Ready(info))?;
     while let Some(request) = read_frame::<Request>(&mut input)? {
-        let reply = match request {
-            Request::Embed { texts } => match embedder.embed(&texts) {
-                Ok(embeddings) => Reply::Embeddings(embeddings),
-                Err(e) => Reply::Failed { detail: format!("{e:#}") },
-            },
-        };
+        let reply = served.answer(request);
         write_frame(&mut output, &reply)?;
     }
     Ok(())
-}
-
-/// One llama.cpp context over an embedding model, and the batching of texts into it.
-pub struct Embedder<'m> {
-    model: &'m LlamaModel,
-    context: LlamaContext<'m>,
-    pub info: ModelInfo,
-    batch_tokens: usize,
-}
-
-impl<'m> Embedder<'m> {
-    pub fn new(
-        backend: &LlamaBackend,
-        model: &'m LlamaModel,
-        args: &WorkerArgs,
-        digest: String,
-    ) -> anyhow::Result<Self> {
-        let max_tokens = model.n_ctx_train() as usize;
-        if max_tokens == 0 {
-            return Err(anyhow!("{}: the model declares no context length", args.model.display()));
-        }
-        // A non-causal sequence must fit one ubatch: batch, ubatch and context are one size.
-        let batch_tokens = args.batch_tokens.max(max_tokens);
-        let tokens = u32::try_from(batch_tokens).context("inference.batch_tokens is too large")?;
-        let threads = i32::try_from(args.threads).context("inference.threads_per_worker is too large")?;
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(tokens))
-            .with_n_batch(tokens)
-            .with_n_ubatch(tokens)
-            .with_n_seq_max(MAX_SEQUENCES as u32)
-            // Unsplit: llama.cpp would otherwise pad a per-sequence context of n_ctx / n_seq_max up to
-            // 256 tokens and grow n_ctx to 64 of them (BERT keeps no cache; only sizes change).
-            .with_kv_unified(true)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads)
-            .with_embeddings(true)
-            .with_pooling_type(LlamaPoolingType::Mean);
-        let context = model.new_context(backend, params).context("creating the llama.cpp context")?;
-        let name = model.meta_val_str("general.name").unwrap_or_else(|_| "unnamed".to_string());
-        let dim = usize::try_from(model.n_embd()).context("the model's embedding width")?;
-        let info = ModelInfo { name, digest, dim, max_tokens };
-        Ok(Embedder { model, context, info, batch_tokens })
-    }
-
-    /// The text's tokens with the model's special tokens, cut to its context (keeping the
-    /// closing separator, as sentence-transformers does), and whether it was cut.
-    fn tokens(&self, text: &str) -> anyhow::Result<(Vec<LlamaToken>, bool)> {
-        let vocab = self.model.vocab();
-        let mut tokens = vocab.tokenize(text.as_bytes(), true, false);
-        let max = self.info.max_tokens;
-        if tokens.len() <= max {
-            return Ok((tokens, false));
-        }
-        let last = *tokens.last().ok_or_else(|| anyhow!("no tokens"))?;
-        tokens.truncate(max - 1);
-        tokens.push(last);
-        Ok((tokens, true))
-    }
-
-    /// L2-normalised embeddings of `texts`, in order, packed into as few batches as fit.
-    pub fn embed(&mut self, texts: &[String]) -> anyhow::Result<Embeddings> {
-        let mut out = Embeddings {
-            model: format!("{}@{}", self.info.name, self.info.digest),
-            vectors: Vec::with_capacity(texts.len()),
-            tokens: Vec::with_capacity(texts.len()),
-            truncated: Vec::with_capacity(texts.len()),
-        };
-        let mut pending: Vec<Vec<LlamaToken>> = Vec::new();
-        let mut pending_tokens = 0;
-        for text in texts {
-            let (tokens, truncated) = self.tokens(text)?;
-            out.tokens.push(tokens.len() as u32);
-            out.truncated.push(truncated);
-            if pending_tokens + tokens.len() > self.batch_tokens || pending.len() == MAX_SEQUENCES {
-                self.run_batch(&pending, &mut out.vectors)?;
-                pending.clear();
-                pending_tokens = 0;
-            }
-            pending_tokens += tokens.len();
-            pending.push(tokens);
-        }
-        if !pending.is_empty() {
-            self.run_batch(&pending, &mut out.vectors)?;
-        }
-        Ok(out)
-    }
-
-    fn run_batch(
-        &mut self,
-        sequences: &[Vec<LlamaToken>],
-        vectors: &mut Vec<Vec<f32>>,
-    ) -> anyhow::Result<()> {
-        let total: usize = sequences.iter().map(Vec::len).sum();
-        // The second argument is sequence ids per token: each token belongs to one.
-        let mut batch = LlamaBatch::new(total, 1);
-        for (seq, tokens) in sequences.iter().enumerate() {
-            batch.add_sequence(tokens, seq as i32, true).context("filling the batch")?;
-        }
-        self.context.encode(&mut batch).context("llama.cpp encode")?;
-        for seq in 0..sequences.len() {
-            let pooled = self
-                .context
-                .embeddings_seq_ith(seq as i32)
-                .map_err(|_| anyhow!("llama.cpp gave no pooled embedding for sequence {seq}"))?;
-            vectors.push(normalised(pooled));
-        }
-        Ok(())
-    }
-}
-
-/// `v / |v|` (a zero vector stays zero).
-fn normalised(v: &[f32]) -> Vec<f32> {
-    let norm = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
-    if norm == 0.0 {
-        return v.to_vec();
-    }
-    v.iter().map(|x| (f64::from(*x) / norm) as f32).collect()
 }
 
 /// The first 16 hex digits of the file's BLAKE3 digest.

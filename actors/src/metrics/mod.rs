@@ -19,6 +19,11 @@ pub fn seconds() -> Histogram {
     Histogram::new(exponential_buckets(0.00002, 2.5, 14))
 }
 
+/// Latency buckets from 1 ms to ~65 s, for model work.
+pub fn long_seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
 /// Lock-wait buckets, with edges at the bounds the design promises (100 ms for apply and
 /// reads behind a snapshot build or install).
 pub fn waits() -> Histogram {

@@ -1,11 +1,12 @@
 //! The client API under `/v1`: the hypergraph (`atoms`), agent sessions and observations
 //! (`agents`), memory spaces (`spaces`), recall by association (`spread`), the attentional
 //! focus (`attention`), sentence embeddings (`embed`), recall by meaning over stored vectors
-//! (`similar`) and its clusters (`cluster`), both at once (`recall`), bulk `import` and `export` (NDJSON), and the request
-//! bodies (`body`). Every route works in
-//! one memory space, named by `?space=` or the `X-Cograft-Space` header (never a body field;
-//! both given and different is a 400; default `default`). Writes become one `Proposal` each;
-//! reads pass a linearizable barrier unless `?consistency=stale`. Lists page with `?after=`.
+//! (`similar`) and its clusters (`cluster`), both at once (`recall`), the chat model
+//! (`language`: generation, classification, fact extraction), bulk `import` and `export`
+//! (NDJSON), and the request bodies (`body`). Every route works in one memory space, named by
+//! `?space=` or the `X-Cograft-Space` header (never a body field; both given and different is a
+//! 400; default `default`). Writes become one `Proposal` each; reads pass a linearizable barrier
+//! unless `?consistency=stale`. Lists page with `?after=`.
 
 mod agents;
 mod atoms;
@@ -15,6 +16,7 @@ mod cluster;
 mod embed;
 mod export;
 mod import;
+mod language;
 mod recall;
 mod similar;
 mod spaces;
@@ -97,6 +99,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(embed::configure)
             .configure(export::configure)
             .configure(import::configure)
+            .configure(language::configure)
             .configure(recall::configure)
             .configure(similar::configure)
             .configure(spaces::configure)

@@ -27,7 +27,7 @@ impl Applier<'_, '_> {
         Ok(load::<Atom>(self.st, Table::Atoms, &be(id))?.filter(|a| a.space == self.space))
     }
 
-    fn put_atom(&mut self, atom: &Atom) {
+    pub(super) fn put_atom(&mut self, atom: &Atom) {
         self.st.put(Table::Atoms, be(atom.id), encode(atom));
     }
 

@@ -9,6 +9,7 @@ mod agents;
 mod atoms;
 pub mod attention;
 pub mod embeddings;
+mod evidence;
 pub mod maintenance;
 
 use super::staged::Staged;
@@ -131,6 +132,10 @@ impl Applier<'_, '_> {
             Command::SetEmbeddings { model, vectors, cleared } => {
                 self.set_embeddings(model, vectors, cleared)?
             }
+            Command::AddEvidence { id, tv, key, source, entry, limit } => match resolve(id) {
+                Ok(id) => self.add_evidence(id, *tv, key, source, entry, *limit)?,
+                Err(e) => Err(e),
+            },
             Command::ConfigureSpace { auto_embed } => {
                 let mut info = space_info(self.st, self.space)?;
                 info.auto_embed = *auto_embed;

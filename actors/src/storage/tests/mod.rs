@@ -17,6 +17,7 @@ use crate::typ::{Entry, StorageError};
 
 mod attention;
 mod embeddings;
+mod evidence;
 mod snapshots;
 mod spaces;
 
