@@ -446,6 +446,11 @@ pub enum Rejection {
     TooManyValues { id: AtomId, limit: usize },
     #[error("space {name:?} is being deleted; it accepts no writes until it is gone")]
     SpaceDeleting { name: String },
+    #[error(
+        "atom {id}'s named value {key:?} is not an evidence list (a JSON object): it was set \
+         by hand; remove it (PUT null) to let evidence start a new one"
+    )]
+    NotEvidence { id: AtomId, key: String },
     #[error("space {name:?} does not exist")]
     UnknownSpace { name: String },
     #[error(

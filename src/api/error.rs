@@ -91,6 +91,9 @@ impl From<Rejection> for ApiError {
                     .with("id", id)
                     .with("limit", limit)
             }
+            Rejection::NotEvidence { id, key } => {
+                ApiError::new(StatusCode::CONFLICT, "not_evidence", detail).with("id", id).with("key", key)
+            }
             Rejection::TooManyValues { id, limit } => {
                 ApiError::new(StatusCode::CONFLICT, "too_many_values", detail)
                     .with("id", id)

@@ -49,6 +49,10 @@ pub struct InferenceConfig {
     pub breaker_open_ms: u64,
 }
 
+/// The smallest generation context: the extraction prompt (~350 tokens) and its longest answer
+/// ([`super::extract::MAX_ANSWER_BYTES`] tokens) fit.
+const MIN_CONTEXT_TOKENS: usize = 1024;
+
 impl InferenceConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
@@ -96,8 +100,17 @@ impl InferenceConfig {
         if self.batch_tokens < 64 {
             return Err("inference.batch_tokens must be at least 64".into());
         }
-        if self.context_tokens < 64 {
-            return Err("inference.context_tokens must be at least 64".into());
+        if self.context_tokens < MIN_CONTEXT_TOKENS {
+            return Err(format!(
+                "inference.context_tokens must be at least {MIN_CONTEXT_TOKENS}: a fact extraction's prompt \
+                 and longest answer need about 900"
+            ));
+        }
+        if self.provenance_limit > crate::command::MAX_EVIDENCE_ENTRIES as usize {
+            return Err(format!(
+                "inference.provenance_limit must be at most {}",
+                crate::command::MAX_EVIDENCE_ENTRIES
+            ));
         }
         if self.max_generate_tokens as usize >= self.context_tokens {
             return Err(format!(

@@ -17,6 +17,7 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 
 use super::protocol::{Finish, Generate, Generation, ModelInfo, Prompt, Reply, Scores};
@@ -31,6 +32,9 @@ pub struct Generator<'m> {
     context_tokens: usize,
     /// What ends a turn: the vocabulary's end-of-turn token, else its end-of-sequence token.
     end_of_turn: LlamaToken,
+    /// Control tokens that do not end generation (`<|im_start|>`, ...): kept out of grammar
+    /// sampling, where the grammar would match their text but the output shows them empty.
+    control: Vec<LlamaLogitBias>,
 }
 
 /// Why a request cannot be served: the caller's input (`Rejected`) or the model (`Failed`).
@@ -85,6 +89,11 @@ impl<'m> Generator<'m> {
                 args.model.display()
             ));
         }
+        let control = (0..vocab.n_tokens())
+            .map(LlamaToken)
+            .filter(|&t| vocab.is_control(t) && !vocab.is_eog(t))
+            .map(|t| LlamaLogitBias::new(t, f32::NEG_INFINITY))
+            .collect();
         Ok(Generator {
             model,
             context,
@@ -93,6 +102,7 @@ impl<'m> Generator<'m> {
             batch_tokens,
             context_tokens,
             end_of_turn,
+            control,
         })
     }
 
@@ -115,8 +125,10 @@ impl<'m> Generator<'m> {
                     .map_err(|_| Problem::Input("the prompt holds a NUL character".into()))
             };
             if let Some(system) = &prompt.system {
+                self.no_control_tokens(system)?;
                 messages.push(message("system", system)?);
             }
+            self.no_control_tokens(&prompt.user)?;
             messages.push(message("user", &prompt.user)?);
             self.model
                 .apply_chat_template(template, &messages, true)
@@ -129,6 +141,19 @@ impl<'m> Generator<'m> {
             return Err(Problem::Input("the prompt has no tokens".into()));
         }
         Ok(tokens)
+    }
+
+    /// The template's text is tokenized with its special tokens parsed, and so is what it
+    /// wraps: a text holding one (`<|im_end|>`) could end its turn and write another role's.
+    fn no_control_tokens(&self, text: &str) -> Result<(), Problem> {
+        let vocab = self.model.vocab();
+        match vocab.tokenize(text.as_bytes(), false, true).into_iter().find(|&t| vocab.is_control(t)) {
+            Some(t) => Err(Problem::Input(format!(
+                "the text holds the model's control token {:?}: remove it",
+                String::from_utf8_lossy(&vocab.token_to_piece(t, true, None))
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn fits(&self, prompt: usize, more: usize) -> Result<(), Problem> {
@@ -175,6 +200,7 @@ impl<'m> Generator<'m> {
                 ))
             })?;
             chain.push(sampler);
+            chain.push(LlamaSampler::logit_bias(self.model.n_vocab(), &self.control));
         }
         if request.repeat_penalty != 1.0 {
             chain.push(LlamaSampler::penalties(self.model.n_vocab(), 64, request.repeat_penalty, 0.0, 0.0));
@@ -200,9 +226,6 @@ impl<'m> Generator<'m> {
         let mut generated = 0u32;
         let mut first_token_ms = 0.0;
         let finish = loop {
-            if generated == request.max_tokens {
-                break Finish::Length;
-            }
             let mut candidates = self.context.token_data_array_ith(-1);
             candidates.apply_sampler(&mut sampler);
             let token = match candidates.selected.and_then(|i| candidates.data.get(i)) {
@@ -234,6 +257,9 @@ impl<'m> Generator<'m> {
             if let Some(at) = first_stop(&text, before, &request.stop) {
                 text.truncate(at);
                 break Finish::Stop;
+            }
+            if generated == request.max_tokens {
+                break Finish::Length;
             }
             self.decode(&[token], prompt.len() + generated as usize - 1, false)?;
         };
@@ -289,9 +315,15 @@ impl<'m> Generator<'m> {
                 for (j, next) in tokens[1..].iter().enumerate() {
                     lp += log_softmax(self.context.get_logits_ith(j as i32))[next.0 as usize];
                 }
-                self.context
+                let cleared = self
+                    .context
                     .clear_kv_cache_seq(Some(0), Some(at as u32), None)
                     .map_err(|e| anyhow!("clearing the continuation from the cache: {e}"))?;
+                if !cleared {
+                    return Err(
+                        anyhow!("this model's cache cannot drop a continuation: it cannot score").into()
+                    );
+                }
             }
             logprobs.push(lp);
         }

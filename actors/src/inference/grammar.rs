@@ -1,6 +1,7 @@
 //! The node's own check of a user's GBNF grammar, before it reaches llama.cpp: size, no NUL, a
 //! `root` rule, closed literals and character classes, and bounded repetitions (llama.cpp
-//! expands `x{m,n}` into rules, so `{1000000}` would cost the worker its memory). The worker's
+//! expands `x{m,n}` into rules, so `{1000000}` would cost the worker its memory, and computes
+//! `n - m` unsigned, so `{5,3}` would expand without end). The worker's
 //! llama.cpp parser then has the last word on everything else; a grammar it refuses is a 400 too.
 
 /// The largest count a repetition `{m}` / `{m,n}` may name.
@@ -31,11 +32,12 @@ pub fn check(grammar: &str, max_bytes: usize) -> Result<(), String> {
             '{' => scan.repetition(at)?,
             _ => {}
         }
-        if line_start && grammar[at..].starts_with("root") {
+        if line_start && !matches!(c, ' ' | '\t') && grammar[at..].starts_with("root") {
             let rest = grammar[at + 4..].trim_start_matches([' ', '\t']);
             has_root |= rest.starts_with("::=");
         }
-        line_start = c == '\n';
+        // A rule may be indented: spaces keep a line's start.
+        line_start = c == '\n' || (line_start && matches!(c, ' ' | '\t'));
     }
     if !has_root {
         return Err("the grammar has no `root ::= ...` rule at the start of a line".into());
@@ -61,7 +63,6 @@ impl Scan<'_> {
                     self.chars.next();
                 }
                 c if c == close => return Ok(()),
-                '\n' if close == '"' => break,
                 _ => {}
             }
         }
@@ -91,8 +92,17 @@ impl Scan<'_> {
         if counts.next().is_some() {
             return Err(bad());
         }
-        for n in std::iter::once(min).chain(max.filter(|m| !m.is_empty())) {
-            let n: u64 = n.parse().map_err(|_| bad())?;
+        let min: u64 = min.parse().map_err(|_| bad())?;
+        let max: Option<u64> =
+            max.filter(|m| !m.is_empty()).map(|m| m.parse().map_err(|_| bad())).transpose()?;
+        if max.is_some_and(|max| max < min) {
+            // llama.cpp computes max - min unsigned: it would wrap and expand without end.
+            return Err(format!(
+                "the repetition {{{body}}} at {} has its maximum below its minimum",
+                self.position(at)
+            ));
+        }
+        for n in std::iter::once(min).chain(max) {
             if n > MAX_REPETITION {
                 return Err(format!(
                     "the repetition {{{body}}} at {} counts {n}, over {MAX_REPETITION}: use * or + instead",
@@ -130,7 +140,9 @@ mod tests {
             .unwrap_err()
             .contains("max_grammar_bytes"));
         assert!(err("answer ::= \"x\"").contains("no `root"));
-        assert!(err("  root ::= \"x\"").contains("no `root"), "root must start a line");
+        check("  root ::= \"x\"", 100).unwrap();
+        check("root ::= \"two\nlines\"", 100).unwrap();
+        assert!(err("x ::= \"a\" root ::= \"x\"").contains("no `root"), "root must start a rule");
         assert!(err("root ::= \"open").contains("string literal opened at 1:10"));
         assert!(err("root ::= \"x\"\nx ::= [a-z").contains("character class opened at 2:7"));
         assert!(err("root ::= \"a\"{1000000}").contains("over 256"));
@@ -138,6 +150,7 @@ mod tests {
         assert!(err("root ::= \"a\"{x}").contains("not {m}"));
         assert!(err("root ::= \"a\"{,3}").contains("not {m}"));
         assert!(err("root ::= \"a\"{1,2,3}").contains("not {m}"));
+        assert!(err("root ::= \"a\"{5,3}").contains("maximum below its minimum"));
         assert!(err("root ::= \"\0\"").contains("NUL"));
     }
 }

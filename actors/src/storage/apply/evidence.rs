@@ -36,6 +36,9 @@ impl Applier<'_, '_> {
                 serde_json::json!({ "sources": [], "seen": [], "total": 0 })
             }
         };
+        if !list.is_object() {
+            return Ok(Err(Rejection::NotEvidence { id, key: key.to_string() }));
+        }
         let seen: Vec<&str> = list["seen"]
             .as_array()
             .map(|s| s.iter().filter_map(|v| v.as_str()).collect())

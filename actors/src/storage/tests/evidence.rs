@@ -73,6 +73,35 @@ fn a_source_counts_once_and_the_newest_entries_are_kept() {
 }
 
 #[test]
+fn a_value_set_by_hand_under_the_key_is_refused_not_a_panic() {
+    let dir = TempDir::new().unwrap();
+    let core = store(&dir).core;
+    result(core.apply(vec![at(1, "s", "n", node("paris"))]).unwrap());
+    for (i, value) in [json!(5), json!("text"), json!([1, 2])].into_iter().enumerate() {
+        let set = Command::SetValue { id: AtomRef::Id(1), key: "provenance".into(), value, expect: None };
+        let index = 2 + 2 * i as u64;
+        result(core.apply(vec![at(index, "s", &format!("set{i}"), set)]).unwrap());
+        let r = result(
+            core.apply(vec![at(index + 1, "s", &format!("e{i}"), evidence("text-a", 0.5, 2))]).unwrap(),
+        );
+        assert_eq!(
+            r,
+            CommandResult::Rejected { error: Rejection::NotEvidence { id: 1, key: "provenance".into() } }
+        );
+    }
+    // An object set by hand is taken as a list to extend.
+    let set = Command::SetValue {
+        id: AtomRef::Id(1),
+        key: "provenance".into(),
+        value: json!({ "note": "kept" }),
+        expect: None,
+    };
+    result(core.apply(vec![at(20, "s", "obj", set)]).unwrap());
+    let r = result(core.apply(vec![at(21, "s", "e-obj", evidence("text-a", 0.5, 2))]).unwrap());
+    assert!(matches!(r, CommandResult::Evidence { added: true, sources: 1, .. }), "{r:?}");
+}
+
+#[test]
 fn evidence_is_validated() {
     let bad = |c: Command| c.validate().unwrap_err();
     assert!(bad(evidence("", 0.5, 2)).contains("source"));
