@@ -2,7 +2,7 @@
 //! payload (`Command`), the sled-backed Raft log and state machine with file snapshots, the Raft
 //! actor and its peer network, the leader's ECAN attention steps, spreading activation over an
 //! in-memory index of the graph, the inference worker pools (llama.cpp out of process), the
-//! hybrid recall's ranking, the resilience primitives (circuit breaker), the metrics registry
+//! hybrid recall's ranking, anomalies in the outcome history, the resilience primitives (circuit breaker), the metrics registry
 //! (each component registers its own families) and the node's health checks.
 
 pub mod attention;
@@ -13,6 +13,7 @@ pub mod health;
 pub mod inference;
 pub mod metrics;
 pub mod model;
+pub mod outcomes;
 pub mod raft;
 pub mod recall;
 pub mod resilience;

@@ -20,6 +20,7 @@ mod links;
 mod membership;
 mod observability;
 mod operations;
+mod outcomes;
 #[cfg(feature = "inference")]
 mod recall;
 mod replication;

@@ -1,8 +1,10 @@
-//! `/v1/sessions` and `/v1/observations`: agent sessions and outcome history.
+//! `/v1/sessions`, `/v1/observations` and `/v1/anomalies`: agent sessions, outcome history,
+//! and the anomalies in it.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use cograft_actors::command::Command;
 use cograft_actors::model::SessionStatus;
+use cograft_actors::outcomes::anomalies::{self, Params};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -23,7 +25,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/sessions/{id}", web::delete().to(close_session))
         .route("/observations", web::post().to(observe))
         .route("/observations", web::get().to(list_observations))
-        .route("/observations/stats", web::get().to(observation_stats));
+        .route("/observations/stats", web::get().to(observation_stats))
+        .route("/anomalies", web::get().to(anomalies));
 }
 
 type State = web::Data<AppState>;
@@ -147,4 +150,44 @@ async fn observation_stats(
     let subject = q.subject;
     let (stats, index) = read(&state, &params, move |r| r.observation_stats(&space, &subject)).await?;
     Ok(HttpResponse::Ok().json(with_fields(stats, &[("applied_index", json!(index))])))
+}
+
+/// Observations `/v1/anomalies` looks at by default, and at most.
+const DEFAULT_WINDOW: usize = 1000;
+const MAX_WINDOW: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+struct AnomalyParams {
+    subject: String,
+    /// The newest this many observations of the subject.
+    window: Option<usize>,
+    threshold: Option<f64>,
+    min_streak: Option<usize>,
+    consistency: Option<String>,
+}
+
+/// The subject's anomalous observations among its newest `window`: robust outliers of duration
+/// and size, and failure streaks, most anomalous first.
+async fn anomalies(
+    state: State,
+    req: HttpRequest,
+    q: web::Query<AnomalyParams>,
+) -> Result<HttpResponse, ApiError> {
+    let (q, space) = (q.into_inner(), space_of(&req)?);
+    let window = q.window.unwrap_or(DEFAULT_WINDOW);
+    if window == 0 || window > MAX_WINDOW {
+        return Err(ApiError::bad_request(format!("window must be 1..={MAX_WINDOW}, got {window}")));
+    }
+    let params = Params {
+        threshold: q.threshold.unwrap_or(anomalies::DEFAULT_THRESHOLD),
+        min_streak: q.min_streak.unwrap_or(anomalies::DEFAULT_MIN_STREAK),
+    };
+    params.validate().map_err(ApiError::bad_request)?;
+    let subject = q.subject.clone();
+    let read_params = ReadParams { consistency: q.consistency };
+    let (page, index) =
+        read(&state, &read_params, move |r| r.observations(&space, &subject, None, window)).await?;
+    let report = anomalies::find(&page.items, params);
+    Ok(HttpResponse::Ok()
+        .json(with_fields(report, &[("subject", json!(q.subject)), ("applied_index", json!(index))])))
 }
