@@ -5,14 +5,13 @@
 //! and of a batch.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use reqwest::Method;
 use serde_json::json;
 
 use crate::client::Client;
-use crate::cluster;
 
 pub struct EmbedArgs {
     pub dir: PathBuf,
@@ -55,24 +54,13 @@ fn texts(n: usize) -> Vec<String> {
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    super::percentile(&v, 0.5)
-}
-
 pub async fn run(args: EmbedArgs) -> anyhow::Result<()> {
     if args.texts == 0 || args.batch == 0 || args.rounds == 0 {
         bail!("--texts, --batch and --rounds must be positive");
     }
     let texts = texts(args.texts);
-    if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir).with_context(|| format!("clearing {}", args.dir.display()))?;
-    }
-    let (cluster, _, _) = cluster::up(1, args.base_port, &args.dir).await?;
-    let client = Client::new(cluster.addrs())?;
-    let result = measure(&args, &client, &texts).await;
-    cluster.stop(Duration::from_secs(30))?;
-    result
+    let (dir, base_port) = (args.dir.clone(), args.base_port);
+    super::on_fresh_node(&dir, base_port, |client| async move { measure(&args, &client, &texts).await }).await
 }
 
 async fn measure(args: &EmbedArgs, client: &Client, texts: &[String]) -> anyhow::Result<()> {
@@ -96,7 +84,7 @@ async fn measure(args: &EmbedArgs, client: &Client, texts: &[String]) -> anyhow:
                 a.push(api_rate(client, texts, batch).await?);
             }
         }
-        let (d, a) = (median(d), median(a));
+        let (d, a) = (super::median(d), super::median(a));
         println!(
             "requests of {batch:>3} text(s): direct llama-cpp-2 {d:>7.0} texts/s, through /v1/embed {a:>7.0} texts/s, overhead {:+.1}%",
             (d / a - 1.0) * 100.0

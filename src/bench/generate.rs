@@ -7,14 +7,11 @@
 //! and prints texts/s and triples per text.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-use crate::client::Client;
-use crate::cluster;
 
 pub struct GenerateArgs {
     pub dir: PathBuf,
@@ -41,32 +38,12 @@ pub fn node_env(model: &std::path::Path, threads: usize) -> anyhow::Result<Vec<(
     ])
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    super::percentile(&v, 0.5)
-}
-
-/// Starts a fresh node in `dir`, runs `work` against it, stops it.
-async fn with_node<F, Fut>(dir: &std::path::Path, base_port: u16, work: F) -> anyhow::Result<()>
-where
-    F: FnOnce(Client) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
-    let (cluster, _, _) = cluster::up(1, base_port, dir).await?;
-    let result = work(cluster.client()?).await;
-    cluster.stop(Duration::from_secs(30))?;
-    result
-}
-
 pub async fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
     if args.tokens == 0 || args.rounds == 0 {
         bail!("--tokens and --rounds must be positive");
     }
     let dir = args.dir.clone();
-    with_node(&dir, args.base_port, |client| async move {
+    super::on_fresh_node(&dir, args.base_port, |client| async move {
         let body = json!({ "prompt": PROMPT, "chat": false, "max_tokens": args.tokens });
         let warm = client.call(Method::POST, "/v1/generate", Some(&body)).await?;
         let tokens = warm["tokens"].as_u64().unwrap_or(0);
@@ -95,7 +72,7 @@ pub async fn run_generate(args: GenerateArgs) -> anyhow::Result<()> {
                 decode.push(reply["tokens_per_second"].as_f64().unwrap_or(0.0));
             }
         }
-        let (d, a, decode) = (median(d), median(a), median(decode));
+        let (d, a, decode) = (super::median(d), super::median(a), super::median(decode));
         println!(
             "direct llama-cpp-2 {d:.1} tokens/s, through /v1/generate {a:.1} tokens/s (the worker's own \
              decoding rate {decode:.1}), overhead {:+.1}%",
@@ -126,7 +103,7 @@ pub async fn run_extract(args: ExtractArgs) -> anyhow::Result<()> {
     if sentences.is_empty() {
         bail!("{} holds no sentences", args.sentences.display());
     }
-    with_node(&args.dir, args.base_port, |client| async move {
+    super::on_fresh_node(&args.dir, args.base_port, |client| async move {
         client.call(Method::POST, "/v1/extract", Some(&json!({ "text": "Warm up." }))).await?;
         for insert in [false, true] {
             let (mut triples, mut dropped, mut tokens) = (0u64, 0u64, 0u64);

@@ -31,6 +31,28 @@ pub struct BenchArgs {
     pub concurrent_writes: usize,
 }
 
+/// The median of `v` (0 for none).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+/// Starts a fresh 1-node cluster in `dir` (cleared first), runs `work` with a client of it, and
+/// stops it whatever `work` answered.
+async fn on_fresh_node<F, Fut>(dir: &std::path::Path, base_port: u16, work: F) -> anyhow::Result<()>
+where
+    F: FnOnce(crate::client::Client) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| anyhow::anyhow!("clearing {}: {e}", dir.display()))?;
+    }
+    let (cluster, _, _) = crate::cluster::up(1, base_port, dir).await?;
+    let result = work(cluster.client()?).await;
+    cluster.stop(std::time::Duration::from_secs(30))?;
+    result
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

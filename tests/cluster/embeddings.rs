@@ -28,6 +28,17 @@ fn with_model(extra: &[(&'static str, &'static str)]) -> Cluster {
     Cluster::start(1, &env)
 }
 
+/// Waits until node 1's first `pool` worker is busy, SIGKILLs it, and answers its pid.
+pub fn kill_busy_worker(c: &Cluster, pool: &str) -> i64 {
+    let pid = wait_until("the worker to be busy", Duration::from_secs(20), || {
+        let status = c.get(1, "/admin/inference").body;
+        let worker = &status[pool]["workers"][0];
+        (worker["state"] == "busy").then(|| worker["pid"].as_i64()).flatten()
+    });
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    pid
+}
+
 pub fn vector(v: &Value) -> Vec<f64> {
     v.as_array().expect("a vector").iter().map(|x| x.as_f64().unwrap()).collect()
 }
@@ -88,12 +99,7 @@ fn a_worker_killed_mid_request_costs_that_request_only() {
         let r = http.post(format!("http://{addr}/v1/embed")).json(&json!({ "texts": texts })).send().unwrap();
         (r.status().as_u16(), r.json::<Value>().unwrap())
     });
-    let pid = wait_until("the worker to be busy", Duration::from_secs(20), || {
-        let status = c.get(1, "/admin/inference").body;
-        let worker = &status["embedding"]["workers"][0];
-        (worker["state"] == "busy").then(|| worker["pid"].as_i64()).flatten()
-    });
-    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let pid = kill_busy_worker(&c, "embedding");
     let (status, body) = request.join().unwrap();
     assert_eq!(status, 503, "{body}");
     let detail = body["detail"].as_str().unwrap();

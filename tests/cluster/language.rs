@@ -9,12 +9,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::embeddings::model_file;
-use crate::harness::{wait_until, Cluster};
+use crate::embeddings::{kill_busy_worker, model_file};
+use crate::harness::Cluster;
 
 fn with_generation(extra: &[(&'static str, &'static str)]) -> Cluster {
     let model = model_file("smollm2-135m-instruct-q4_1.gguf");
@@ -304,12 +302,7 @@ fn hostile_grammars_and_bad_input_get_4xx_and_a_lost_worker_costs_one_request() 
         let r = http.post(format!("http://{addr}/v1/generate")).json(&body).send().unwrap();
         (r.status().as_u16(), r.json::<Value>().unwrap())
     });
-    let pid = wait_until("the worker to be busy", Duration::from_secs(20), || {
-        let status = c.get(1, "/admin/inference").body;
-        let worker = &status["generation"]["workers"][0];
-        (worker["state"] == "busy").then(|| worker["pid"].as_i64()).flatten()
-    });
-    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    let pid = kill_busy_worker(&c, "generation");
     let (status, body) = request.join().unwrap();
     assert_eq!(status, 503, "{body}");
     let detail = body["detail"].as_str().unwrap();
